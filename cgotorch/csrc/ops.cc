@@ -1,4 +1,6 @@
 // Tensor operations: elementwise, reductions, shape/index ops and nn functions.
+#include <cmath>
+
 #include "common.h"
 
 using cgt::set_out;
@@ -141,6 +143,15 @@ void binary_scalar_(int32_t op, at::Tensor &a, const at::Scalar &s) {
   throw cgt::invalid("binary op " + std::to_string(op) + " has no in-place scalar form");
 }
 
+// A Go float64 scalar as the Scalar PyTorch would use: an integer for
+// integer tensors when the value is whole (so int tensors stay int).
+at::Scalar scalar_for(const at::Tensor &a, double s) {
+  if (at::isIntegralType(a.scalar_type(), /*includeBool=*/false) && std::floor(s) == s &&
+      std::abs(s) < 9.007199254740992e15)
+    return at::Scalar(static_cast<int64_t>(s));
+  return at::Scalar(s);
+}
+
 std::vector<at::Tensor> tensor_list(const cgt_tensor *ts, int32_t n) {
   if (n <= 0) throw cgt::invalid("empty tensor list");
   if (ts == nullptr) throw cgt::invalid("nil tensor list");
@@ -190,13 +201,16 @@ cgt_status cgt_binary_(int32_t op, cgt_tensor a, cgt_tensor b) noexcept {
 cgt_status cgt_binary_scalar(int32_t op, cgt_tensor a, double s, int32_t reversed,
                              cgt_tensor *out) noexcept {
   CGT_TRY
-  set_out(out, reversed ? scalar_binary(op, s, T(a)) : binary_scalar(op, T(a), s));
+  at::Tensor &x = T(a);
+  at::Scalar v = scalar_for(x, s);
+  set_out(out, reversed ? scalar_binary(op, v, x) : binary_scalar(op, x, v));
   CGT_CATCH
 }
 
 cgt_status cgt_binary_scalar_(int32_t op, cgt_tensor a, double s) noexcept {
   CGT_TRY
-  binary_scalar_(op, T(a), s);
+  at::Tensor &x = T(a);
+  binary_scalar_(op, x, scalar_for(x, s));
   CGT_CATCH
 }
 

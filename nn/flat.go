@@ -1,0 +1,95 @@
+package nn
+
+import (
+	"fmt"
+
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+)
+
+// Flatten moves every trainable parameter into one contiguous buffer and
+// gives each a gradient that is a view of one contiguous gradient buffer
+// (zero-filled). Each parameter stays a leaf tensor of its own shape, so the
+// model code is unchanged, while whole-model operations — AdamW, EMA,
+// zeroing, norms — become a few passes over two buffers (as llm.c does).
+// Autograd accumulates into the gradient views in place; zero them with
+// ZeroGrad (never set them to none, which would detach them from the
+// buffer). Parameters must share one floating dtype and device; call
+// Flatten once, after building the model and before creating an optimizer.
+func (s *Store) Flatten() error {
+	if s.flat != nil {
+		return nil
+	}
+	ps := s.Params()
+	if len(ps) == 0 {
+		return fmt.Errorf("nn: Flatten: store has no parameters")
+	}
+	return ct.Try(func() {
+		var total int64
+		s.flatOff = make([]int64, len(ps)+1)
+		for i, p := range ps {
+			s.flatOff[i] = total
+			total += p.T.Numel()
+		}
+		s.flatOff[len(ps)] = total
+		o := ct.Options{DType: s.dtype, Device: s.device}
+		flat := ct.Zeros(o, total)
+		grad := ct.Zeros(o, total)
+		ct.NoGrad(func() {
+			for i, p := range ps {
+				shape := p.T.Shape()
+				n := s.flatOff[i+1] - s.flatOff[i]
+				sc := ct.NewScope()
+				view := sc.Adopt(flat.Narrow(0, s.flatOff[i], n)).View(shape...)
+				view.Copy_(p.T)
+				leaf := sc.Keep(view.Detach()).SetRequiresGrad(true)
+				gview := sc.Adopt(grad.Narrow(0, s.flatOff[i], n)).View(shape...)
+				leaf.SetGrad(gview)
+				sc.Close()
+				p.T.Free()
+				p.T = leaf
+			}
+		})
+		s.flat, s.flatGr = flat, grad
+	})
+}
+
+// FlatParams is the contiguous buffer behind all trainable parameters (nil
+// before Flatten). It is owned by the store; do not free it.
+func (s *Store) FlatParams() *ct.Tensor { return s.flat }
+
+// FlatGrads is the contiguous buffer behind all gradients (nil before Flatten).
+func (s *Store) FlatGrads() *ct.Tensor { return s.flatGr }
+
+// FlatOffsets returns the start of each trainable parameter in the flat
+// buffers, plus the total, in Params() order.
+func (s *Store) FlatOffsets() []int64 { return s.flatOff }
+
+// ZeroGrad zeroes all gradients in place (one pass over the flat gradient
+// buffer after Flatten; per parameter otherwise, where undefined gradients
+// stay undefined).
+func (s *Store) ZeroGrad() {
+	if s.flatGr != nil {
+		s.flatGr.Zero_()
+		return
+	}
+	sc := ct.NewScope()
+	defer sc.Close()
+	for _, p := range s.Params() {
+		if g := p.T.Grad(sc); g != nil {
+			g.Zero_()
+		}
+	}
+}
+
+// ViewsOf slices a flat buffer shaped like FlatParams into one named view per
+// trainable parameter (e.g. to export an EMA copy as a state dict). The
+// views are owned by sc and alias buf.
+func (s *Store) ViewsOf(sc *ct.Scope, buf *ct.Tensor) []ct.Named {
+	ps := s.Params()
+	out := make([]ct.Named, len(ps))
+	for i, p := range ps {
+		n := s.flatOff[i+1] - s.flatOff[i]
+		out[i] = ct.Named{Name: p.Name, T: sc.Adopt(buf.Narrow(0, s.flatOff[i], n)).View(p.T.Shape()...)}
+	}
+	return out
+}

@@ -1,0 +1,380 @@
+package nn_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
+	"github.com/scdiffusion/gotorch-train/nn"
+)
+
+// Tolerances against PyTorch (same libtorch line on CPU: mostly bit-identical;
+// the bound also covers libtorch 2.x rounding).
+const (
+	rtol = 1e-5
+	atol = 1e-6
+)
+
+func TestMain(m *testing.M) {
+	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// net mirrors class Net of testdata/make_golden.py.
+type net struct {
+	lin  *nn.Linear
+	norm *nn.LayerNorm
+	bn   *nn.BatchNorm1d
+	act  *nn.PReLU
+	seq  *nn.Sequential
+}
+
+func newNet(p nn.Path) *net {
+	seq := p.Sub("seq")
+	return &net{
+		lin:  nn.NewLinear(p.Sub("lin"), 128, 64, nn.DefaultLinearConfig()),
+		norm: nn.NewLayerNorm(p.Sub("norm"), 64),
+		bn:   nn.NewBatchNorm1d(p.Sub("bn"), 64),
+		act:  nn.NewPReLU(p.Sub("act")),
+		seq: nn.NewSequential(
+			nn.NewLinear(seq.At(0), 64, 32, nn.DefaultLinearConfig()),
+			nn.SiLU{}, nn.NewDropout(0), nn.ReLU{},
+			nn.NewLinear(seq.At(4), 32, 8, nn.LinearConfig{})),
+	}
+}
+
+func (n *net) forward(x *ct.Tensor) *ct.Tensor {
+	return n.seq.Forward(n.act.Forward(n.bn.Forward(n.norm.Forward(n.lin.Forward(x)))))
+}
+
+func (n *net) setTraining(on bool) {
+	n.bn.SetTraining(on)
+	n.seq.SetTraining(on)
+}
+
+// TestInitMatchesPyTorch: after the same seed, every parameter and buffer
+// equals PyTorch's default initialisation exactly, with the same names in
+// the same (state_dict) order.
+func TestInitMatchesPyTorch(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	g := cgotorchtest.Golden(t, s, "testdata/net_golden.safetensors")
+	if err := ct.ManualSeed(0); err != nil {
+		t.Fatal(err)
+	}
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	newNet(st.Root())
+	want := []string{"lin.weight", "lin.bias", "norm.weight", "norm.bias", "bn.weight", "bn.bias",
+		"bn.running_mean", "bn.running_var", "bn.num_batches_tracked", "act.weight",
+		"seq.0.weight", "seq.0.bias", "seq.4.weight"}
+	if len(st.All()) != len(want) {
+		t.Fatalf("%d tensors, want %d", len(st.All()), len(want))
+	}
+	for i, p := range st.All() {
+		if p.Name != want[i] {
+			t.Errorf("tensor %d named %q, want %q", i, p.Name, want[i])
+		}
+		cgotorchtest.AssertClose(t, p.Name, p.T.Detach(), g["init."+p.Name], 0, 0)
+	}
+	if n := st.NumParams(); n != 128*64+64+64*2+64*2+1+64*32+32+32*8 {
+		t.Errorf("NumParams = %d", n)
+	}
+}
+
+func TestForwardBackwardMatchesPyTorch(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	g := cgotorchtest.Golden(t, s, "testdata/net_golden.safetensors")
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	n := newNet(st.Root())
+	if err := st.Load("testdata/net.pt", true); err != nil {
+		t.Fatal(err)
+	}
+	x := g["x"]
+	y := n.forward(x)
+	cgotorchtest.AssertClose(t, "train forward", y, g["out_train"], rtol, atol)
+	y.Square().Mean().Backward()
+	for _, p := range st.Params() {
+		cgotorchtest.AssertClose(t, "grad "+p.Name, p.T.Grad(s), g["grad."+p.Name], 1e-4, 1e-6)
+	}
+	for _, name := range []string{"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"} {
+		p, _ := st.Lookup(name)
+		cgotorchtest.AssertClose(t, name, p.T, g["after."+name], rtol, atol)
+	}
+	n.setTraining(false)
+	var ye *ct.Tensor
+	ct.NoGrad(func() { ye = n.forward(x) })
+	cgotorchtest.AssertClose(t, "eval forward", ye, g["out_eval"], rtol, atol)
+}
+
+func TestStateDictRoundTrip(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	a := nn.NewStore(ct.CPU)
+	defer a.Close()
+	newNet(a.Root())
+	if err := a.Load("testdata/net.pt", true); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "net.safetensors")
+	if err := a.Save(path, map[string]string{"model": "net"}); err != nil {
+		t.Fatal(err)
+	}
+	b := nn.NewStore(ct.CPU)
+	defer b.Close()
+	newNet(b.Root()) // different random init
+	if err := b.Load(path, true); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range a.All() {
+		cgotorchtest.AssertClose(t, p.Name, b.All()[i].T.Detach(), p.T.Detach(), 0, 0)
+	}
+}
+
+func TestLoadStateDictErrors(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	l := nn.NewLinear(st.Root().Sub("fc"), 3, 2, nn.DefaultLinearConfig())
+	before := l.W.T.Detach().Clone()
+	cases := []struct {
+		name   string
+		sd     []ct.Named
+		strict bool
+		ok     bool
+	}{
+		{"exact", []ct.Named{{Name: "fc.weight", T: s.Zeros(ct.Options{}, 2, 3)}, {Name: "fc.bias", T: s.Zeros(ct.Options{}, 2)}}, true, true},
+		{"missing strict", []ct.Named{{Name: "fc.weight", T: s.Zeros(ct.Options{}, 2, 3)}}, true, false},
+		{"missing lax", []ct.Named{{Name: "fc.weight", T: s.Ones(ct.Options{}, 2, 3)}}, false, true},
+		{"unexpected strict", []ct.Named{{Name: "fc.weight", T: s.Zeros(ct.Options{}, 2, 3)}, {Name: "fc.bias", T: s.Zeros(ct.Options{}, 2)}, {Name: "extra", T: s.Zeros(ct.Options{}, 1)}}, true, false},
+		{"shape mismatch", []ct.Named{{Name: "fc.weight", T: s.Zeros(ct.Options{}, 3, 2)}}, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ct.NoGrad(func() { l.W.T.Copy_(before) })
+			err := st.LoadStateDict(tc.sd, tc.strict)
+			if tc.ok && err != nil {
+				t.Fatal(err)
+			}
+			if !tc.ok {
+				if !errors.Is(err, nn.ErrStateDict) {
+					t.Fatalf("err = %v, want ErrStateDict", err)
+				}
+				cgotorchtest.AssertClose(t, "unchanged on error", l.W.T.Detach(), before, 0, 0)
+			}
+		})
+	}
+}
+
+// mlp is the 128-512-512-128 ReLU MLP of binding.md §9.
+func newMLP(p nn.Path, widths ...int64) *nn.Sequential {
+	var layers []nn.Layer
+	for i := 0; i+1 < len(widths); i++ {
+		if i > 0 {
+			layers = append(layers, nn.ReLU{})
+		}
+		layers = append(layers, nn.NewLinear(p.At(len(layers)), widths[i], widths[i+1], nn.DefaultLinearConfig()))
+	}
+	return nn.NewSequential(layers...)
+}
+
+// TestMLPTrainingMatchesPyTorch: 100 AdamW steps give PyTorch's loss curve
+// (bit-identical on libtorch 1.13; rtol 1e-4 allows 2.x rounding to drift).
+func TestMLPTrainingMatchesPyTorch(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	g := cgotorchtest.Golden(t, s, "testdata/mlp_golden.safetensors")
+	if err := ct.ManualSeed(0); err != nil {
+		t.Fatal(err)
+	}
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	mlp := newMLP(st.Root(), 128, 512, 512, 128)
+	x := s.Randn(ct.Options{}, nil, 64, 128)
+	y := s.Randn(ct.Options{}, nil, 64, 128)
+	cgotorchtest.AssertClose(t, "x", x.Narrow(0, 0, 2), g["x_head"], 0, 0)
+	opt, err := ct.NewAdamW(st.Tensors(), ct.AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Close()
+	want := g["losses"].Float64s()
+	step := ct.NewScope()
+	for i := range want {
+		if err := opt.ZeroGrad(true); err != nil {
+			t.Fatal(err)
+		}
+		loss := mlp.Forward(step.Adopt(x.Alias(step))).MSELoss(y, ct.ReduceMean)
+		loss.Backward()
+		if err := opt.Step(); err != nil {
+			t.Fatal(err)
+		}
+		got := loss.Item()
+		step.Close()
+		if !cgotorchtest.Close(got, want[i], 1e-4, 1e-7) {
+			t.Fatalf("step %d: loss %.9g, want %.9g", i, got, want[i])
+		}
+	}
+	w0, _ := st.Lookup("0.weight")
+	cgotorchtest.AssertClose(t, "final weight", w0.T.Detach().Narrow(0, 0, 2), g["final_w0_head"], 1e-3, 1e-6)
+	t.Logf("loss %.6f at step 0, %.6f at 40, %.6f at 80", want[0], want[40], want[80])
+}
+
+// TestGradientCheckMLP compares autograd gradients of a small float64 MLP
+// with central finite differences.
+func TestGradientCheckMLP(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	st := nn.NewStoreDType(ct.CPU, ct.Float64)
+	defer st.Close()
+	p := st.Root()
+	l1 := nn.NewLinear(p.At(0), 5, 7, nn.DefaultLinearConfig())
+	ln := nn.NewLayerNorm(p.At(1), 7)
+	act := nn.NewPReLU(p.At(2))
+	l2 := nn.NewLinear(p.At(3), 7, 3, nn.DefaultLinearConfig())
+	x := s.Randn(ct.Of(ct.Float64), nil, 4, 5)
+	target := s.Randn(ct.Of(ct.Float64), nil, 4, 3)
+	loss := func(sc *ct.Scope) *ct.Tensor {
+		h := l2.Forward(act.Forward(ln.Forward(l1.Forward(x.Alias(sc)).SiLU())))
+		return h.MSELoss(target, ct.ReduceMean)
+	}
+	loss(s).Backward()
+	const eps = 1e-6
+	for _, prm := range st.Params() {
+		grad := prm.T.Grad(s).Float64s()
+		flat := prm.T.Detach().Reshape(-1)
+		n := int(flat.Numel())
+		for i := 0; i < n; i++ {
+			var lp, lm float64
+			ct.NoGrad(func() {
+				e := flat.Narrow(0, int64(i), 1)
+				sc := ct.NewScope()
+				defer sc.Close()
+				e.AddScalar_(eps)
+				lp = loss(sc).Item()
+				e.AddScalar_(-2 * eps)
+				lm = loss(sc).Item()
+				e.AddScalar_(eps)
+			})
+			num := (lp - lm) / (2 * eps)
+			if math.Abs(num-grad[i]) > 1e-7+1e-5*math.Abs(num) {
+				t.Errorf("%s[%d]: autograd %.10g, finite difference %.10g", prm.Name, i, grad[i], num)
+			}
+		}
+	}
+}
+
+// TestFlattenKeepsModelAndTrainsIdentically: a flattened store gives the
+// same forward, accumulates gradients into the flat buffer, and a fused
+// AdamW step on the buffers equals torch::optim::AdamW per parameter.
+func TestFlattenKeepsModelAndTrainsIdentically(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	build := func() (*nn.Store, *nn.Sequential) {
+		if err := ct.ManualSeed(5); err != nil {
+			t.Fatal(err)
+		}
+		st := nn.NewStore(ct.CPU)
+		return st, newMLP(st.Root(), 16, 32, 8)
+	}
+	ref, refMLP := build()
+	defer ref.Close()
+	fl, flMLP := build()
+	defer fl.Close()
+	if err := fl.Flatten(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range fl.Params() {
+		if !p.T.IsLeaf() || !p.T.RequiresGrad() {
+			t.Fatalf("%s is not a trainable leaf after Flatten", p.Name)
+		}
+		cgotorchtest.AssertClose(t, p.Name, p.T.Detach(), ref.Params()[i].T.Detach(), 0, 0)
+	}
+	if got := fl.FlatParams().Numel(); got != ref.NumParams() {
+		t.Fatalf("flat buffer has %d elements, want %d", got, ref.NumParams())
+	}
+	x := s.Randn(ct.Options{}, nil, 4, 16)
+	cfg := ct.AdamWConfig{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2}
+	opt, err := ct.NewAdamW(ref.Tensors(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Close()
+	m := s.Zeros(ct.Options{}, fl.NumParams())
+	v := s.Zeros(ct.Options{}, fl.NumParams())
+	for step := 1; step <= 3; step++ {
+		if err := opt.ZeroGrad(false); err != nil {
+			t.Fatal(err)
+		}
+		refMLP.Forward(x).Square().Mean().Backward()
+		if err := opt.Step(); err != nil {
+			t.Fatal(err)
+		}
+		flMLP.Forward(x).Square().Mean().Backward()
+		if step == 1 {
+			var parts []*ct.Tensor
+			for _, p := range ref.Params() {
+				parts = append(parts, p.T.Grad(s).Reshape(-1))
+			}
+			cgotorchtest.AssertClose(t, "flat grads", fl.FlatGrads(), ct.Cat(parts, 0), rtol, atol)
+		}
+		if err := ct.FusedAdamW(fl.FlatParams(), fl.FlatGrads(), m, v, int64(step), cfg, nil, nil, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, p := range fl.Params() {
+		cgotorchtest.AssertClose(t, "after 3 steps "+p.Name, p.T.Detach(), ref.Params()[i].T.Detach(), rtol, atol)
+	}
+}
+
+// TestLeakMLPTraining: 1,000 MLP training steps leave the live tensor count
+// at its baseline and RSS flat.
+func TestLeakMLPTraining(t *testing.T) {
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	mlp := newMLP(st.Root(), 32, 64, 64, 32)
+	opt, err := ct.NewAdamW(st.Tensors(), ct.DefaultAdamWConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Close()
+	train := func(steps int) {
+		s := ct.NewScope()
+		for i := 0; i < steps; i++ {
+			x := s.Randn(ct.Options{}, nil, 16, 32)
+			loss := mlp.Forward(x).MSELoss(x, ct.ReduceMean)
+			loss.Backward()
+			if err := opt.Step(); err != nil {
+				t.Fatal(err)
+			}
+			if err := opt.ZeroGrad(false); err != nil {
+				t.Fatal(err)
+			}
+			_ = loss.Item()
+			s.Close()
+		}
+	}
+	train(100)
+	runtime.GC()
+	base, rss0 := ct.LiveTensors(), cgotorchtest.RSS(t)
+	train(1000)
+	runtime.GC()
+	if got := ct.LiveTensors(); got != base {
+		t.Errorf("live tensors %d after 1,000 steps, baseline %d", got, base)
+	}
+	if grow := cgotorchtest.RSS(t) - rss0; grow > 8<<20 {
+		t.Errorf("RSS grew by %d bytes over 1,000 steps", grow)
+	}
+}
