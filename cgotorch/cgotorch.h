@@ -26,7 +26,7 @@
 #define CGT_EXPORT
 #endif
 
-#define CGT_ABI_VERSION 1
+#define CGT_ABI_VERSION 2
 
 typedef struct cgt_tensor_s *cgt_tensor;
 typedef struct cgt_optim_s *cgt_optim;
@@ -304,6 +304,9 @@ CGT_EXPORT cgt_status cgt_gather(cgt_tensor a, int64_t dim, cgt_tensor index,
 /* In place: a[dim][index[i]] += src[i] (index_add_). */
 CGT_EXPORT cgt_status cgt_index_add_(cgt_tensor a, int64_t dim, cgt_tensor index,
                                      cgt_tensor src) CGT_NOEXCEPT;
+/* In place: a[dim][index[i]] = src[i] (index_copy_; duplicate indices: one wins). */
+CGT_EXPORT cgt_status cgt_index_copy_(cgt_tensor a, int64_t dim, cgt_tensor index,
+                                      cgt_tensor src) CGT_NOEXCEPT;
 CGT_EXPORT cgt_status cgt_cat(const cgt_tensor *ts, int32_t n, int64_t dim,
                               cgt_tensor *out) CGT_NOEXCEPT;
 CGT_EXPORT cgt_status cgt_stack(const cgt_tensor *ts, int32_t n, int64_t dim,

@@ -399,6 +399,12 @@ func (t *Tensor) IndexAdd_(dim int64, index, src *Tensor) *Tensor {
 	return t
 }
 
+// IndexCopy_ copies src's slices into t at the positions index names along dim.
+func (t *Tensor) IndexCopy_(dim int64, index, src *Tensor) *Tensor {
+	must("index_copy_", C.cgt_index_copy_(t.handle("index_copy_"), C.int64_t(dim), index.handle("index_copy_"), src.handle("index_copy_")))
+	return t
+}
+
 func handles(op string, ts []*Tensor) []C.cgt_tensor {
 	hs := make([]C.cgt_tensor, len(ts))
 	for i, t := range ts {

@@ -405,6 +405,12 @@ cgt_status cgt_index_add_(cgt_tensor a, int64_t dim, cgt_tensor index, cgt_tenso
   CGT_CATCH
 }
 
+cgt_status cgt_index_copy_(cgt_tensor a, int64_t dim, cgt_tensor index, cgt_tensor src) noexcept {
+  CGT_TRY
+  T(a).index_copy_(dim, T(index, "index"), T(src, "source"));
+  CGT_CATCH
+}
+
 cgt_status cgt_cat(const cgt_tensor *ts, int32_t n, int64_t dim, cgt_tensor *out) noexcept {
   CGT_TRY
   set_out(out, at::cat(tensor_list(ts, n), dim));
