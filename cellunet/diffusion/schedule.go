@@ -47,11 +47,11 @@ func DefaultConfig() Config { return Config{Steps: 1000, Schedule: "linear"} }
 
 // Schedule holds the host float64 arrays of a (possibly respaced) schedule.
 type Schedule struct {
-	Betas, Alphas, AlphasCumprod, AlphasCumprodPrev, AlphasCumprodNext []float64
-	SqrtAlphasCumprod, SqrtOneMinusAlphasCumprod, LogOneMinusAlphasCumprod     []float64
-	SqrtRecipAlphasCumprod, SqrtRecipm1AlphasCumprod                           []float64
-	PosteriorVariance, PosteriorLogVarianceClipped                             []float64
-	PosteriorMeanCoef1, PosteriorMeanCoef2                                     []float64
+	Betas, Alphas, AlphasCumprod, AlphasCumprodPrev, AlphasCumprodNext     []float64
+	SqrtAlphasCumprod, SqrtOneMinusAlphasCumprod, LogOneMinusAlphasCumprod []float64
+	SqrtRecipAlphasCumprod, SqrtRecipm1AlphasCumprod                       []float64
+	PosteriorVariance, PosteriorLogVarianceClipped                         []float64
+	PosteriorMeanCoef1, PosteriorMeanCoef2                                 []float64
 	// TimestepMap[i] is the base step a respaced step i stands for; the model
 	// is called with these original step numbers.
 	TimestepMap []int64
