@@ -125,7 +125,7 @@ type Model struct {
 	out1     *nn.Linear
 	normOut  *nn.LayerNorm
 	out2     *nn.Linear
-	freqs    *ct.Tensor // [E/2] float32 on the store's device, owned by the model
+	freqs    *ct.Tensor // [1,E/2] float32 on the store's device, owned by the model
 }
 
 // New builds a Cell_Unet under p (normally the store's root) with PyTorch's
@@ -161,7 +161,7 @@ func New(p nn.Path, cfg Config) (*Model, error) {
 		sc := ct.NewScope()
 		defer sc.Close()
 		f := sc.Arange(0, float64(half), 1, ct.Options{}).MulScalar(-math.Log(10000)).DivScalar(float64(half)).Exp()
-		m.freqs = sc.Keep(f.To(p.Store().Device(), 0))
+		m.freqs = sc.Keep(f.Unsqueeze(0).To(p.Store().Device(), 0))
 	})
 	if err != nil {
 		return nil, err
@@ -190,7 +190,7 @@ func (m *Model) TimestepEmbedding(t *ct.Tensor) *ct.Tensor {
 	tf := t.ToDType(ct.Float32)
 	col := tf.Unsqueeze(1)
 	tf.Free()
-	args := col.Mul(m.freqs.Unsqueeze(0))
+	args := col.Mul(m.freqs)
 	col.Free()
 	c, s := args.Cos(), args.Sin()
 	args.Free()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/scdiffusion/gotorch-train/cgotorch/atomicfile"
 	"github.com/scdiffusion/gotorch-train/cgotorch/ptfile"
@@ -102,6 +104,10 @@ func LoadPT(path string, dev Device) ([]Named, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ptToTensors(path, pts, dev)
+}
+
+func ptToTensors(path string, pts []ptfile.Tensor, dev Device) ([]Named, error) {
 	out := make([]Named, 0, len(pts))
 	for _, p := range pts {
 		var t *Tensor
@@ -139,4 +145,55 @@ func widenInts(p ptfile.Tensor, dev Device) *Tensor {
 		binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
 	}
 	return (*Scope)(nil).FromBytes(b, Options{DType: Int32, Device: dev}, p.Shape...)
+}
+
+var ptDTypeName = map[DType]string{
+	Float32: "float32", Float64: "float64", Float16: "float16", BFloat16: "bfloat16",
+	Int64: "int64", Int32: "int32", Uint8: "uint8", Bool: "bool",
+}
+
+// PTTensor copies t to the host as a ptfile.Tensor named name, for
+// building torch.save-compatible objects (see SavePT).
+func PTTensor(name string, t *Tensor) (ptfile.Tensor, error) {
+	var pt ptfile.Tensor
+	err := Try(func() {
+		dt := t.DType()
+		pt = ptfile.Tensor{Name: name, DType: ptDTypeName[dt], Shape: t.Shape(), Data: t.Bytes()}
+	})
+	return pt, err
+}
+
+// SavePT writes obj (built from ptfile.Dict, ptfile.Tuple, []any, scalars and
+// ptfile.Tensor values) to path in torch.save's zip format, atomically, so
+// Python's torch.load reads it.
+func SavePT(path string, obj any) error {
+	return atomicfile.WriteFile(path, 0o644, func(w io.Writer) error {
+		stem := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		return ptfile.Write(w, stem, obj)
+	})
+}
+
+// SaveStateDictPT writes ts as a state_dict (an OrderedDict of tensors, in
+// order) that torch.load and Module.load_state_dict accept.
+func SaveStateDictPT(path string, ts []Named) error {
+	pts := make([]ptfile.Tensor, len(ts))
+	for i, n := range ts {
+		pt, err := PTTensor(n.Name, n.T)
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", n.Name, err)
+		}
+		pts[i] = pt
+	}
+	return SavePT(path, ptfile.StateDict(pts))
+}
+
+// LoadPTContents is LoadPT plus the checkpoint's plain values (numbers,
+// strings, booleans) by dotted name.
+func LoadPTContents(path string, dev Device) ([]Named, map[string]any, error) {
+	c, err := ptfile.LoadContents(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ts, err := ptToTensors(path, c.Tensors, dev)
+	return ts, c.Scalars, err
 }

@@ -1,11 +1,15 @@
 package cgotorch_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/ptfile"
 )
 
 func TestSafetensorsRoundTrip(t *testing.T) {
@@ -90,5 +94,87 @@ func TestLoadErrorsNameTheFile(t *testing.T) {
 	}
 	if _, err := ct.LoadPT(filepath.Join(dir, "missing.pt"), ct.CPU); err == nil {
 		t.Error("missing .pt file loaded")
+	}
+}
+
+// TestSavePTReadByPyTorch: a state dict and an optimizer-style nested dict
+// written by SavePT load with Python's torch.load, and back with LoadPT.
+func TestSavePTReadByPyTorch(t *testing.T) {
+	py := "/usr/bin/python3"
+	s := ct.NewScope()
+	defer s.Close()
+	dir := t.TempDir()
+	sd := []ct.Named{
+		{Name: "fc.weight", T: s.Randn(ct.Options{}, nil, 3, 4)},
+		{Name: "fc.bias", T: s.Randn(ct.Of(ct.Float64), nil, 3)},
+		{Name: "bn.num_batches_tracked", T: s.Full(5, ct.Of(ct.Int64))},
+		{Name: "h", T: s.Randn(ct.Of(ct.Float16), nil, 2)},
+	}
+	path := filepath.Join(dir, "model000007.pt")
+	if err := ct.SaveStateDictPT(path, sd); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ct.LoadPT(path, ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.FreeAll(back)
+	for i, n := range sd {
+		if back[i].Name != n.Name {
+			t.Errorf("tensor %d is %q, want %q", i, back[i].Name, n.Name)
+		}
+		assertClose(t, n.Name, back[i].T, n.T, 0, 0)
+	}
+	ea, err := ct.PTTensor("", sd[0].T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := &ptfile.Dict{Keys: []any{"state", "param_groups"}, Values: []any{
+		&ptfile.Dict{Keys: []any{0}, Values: []any{&ptfile.Dict{Keys: []any{"step", "exp_avg"}, Values: []any{3.0, ea}}}},
+		[]any{&ptfile.Dict{Keys: []any{"lr", "betas", "amsgrad", "foreach", "params"},
+			Values: []any{1e-4, ptfile.Tuple{0.9, 0.999}, false, nil, []any{0}}}},
+	}}
+	optPath := filepath.Join(dir, "opt000007.pt")
+	if err := ct.SavePT(optPath, opt); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import json, sys, torch
+sd = torch.load(sys.argv[1])
+o = torch.load(sys.argv[2])
+g = o["param_groups"][0]
+print(json.dumps({"type": type(sd).__name__, "keys": list(sd.keys()),
+    "wsum": float(sd["fc.weight"].double().sum()), "bias": str(sd["fc.bias"].dtype),
+    "nbt": int(sd["bn.num_batches_tracked"]), "h": str(sd["h"].dtype),
+    "lr": g["lr"], "betas": list(g["betas"]), "foreach_none": g["foreach"] is None,
+    "step": o["state"][0]["step"], "shape": list(o["state"][0]["exp_avg"].shape)}))
+`
+	out, err := exec.Command(py, "-c", script, path, optPath).Output()
+	if err != nil {
+		t.Fatalf("torch.load failed: %v\n%s", err, out)
+	}
+	var got struct {
+		Type        string    `json:"type"`
+		Keys        []string  `json:"keys"`
+		WSum        float64   `json:"wsum"`
+		Bias        string    `json:"bias"`
+		H           string    `json:"h"`
+		NBT         int       `json:"nbt"`
+		LR          float64   `json:"lr"`
+		Betas       []float64 `json:"betas"`
+		ForeachNone bool      `json:"foreach_none"`
+		Step        float64   `json:"step"`
+		Shape       []int     `json:"shape"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	wsum := s.Adopt(sd[0].T.ToDType(ct.Float64)).Sum().Item()
+	if got.Type != "OrderedDict" || fmt.Sprint(got.Keys) != "[fc.weight fc.bias bn.num_batches_tracked h]" ||
+		got.WSum != wsum || got.Bias != "torch.float64" || got.H != "torch.float16" || got.NBT != 5 {
+		t.Errorf("state dict as seen by torch.load: %+v (weight sum want %v)", got, wsum)
+	}
+	if got.LR != 1e-4 || fmt.Sprint(got.Betas) != "[0.9 0.999]" || !got.ForeachNone || got.Step != 3 || fmt.Sprint(got.Shape) != "[3 4]" {
+		t.Errorf("optimizer dict as seen by torch.load: %+v", got)
 	}
 }

@@ -30,18 +30,34 @@ type Tensor struct {
 	Data []byte
 }
 
+// Contents is everything Load found: tensors in file order and plain
+// values (int64, float64, string, bool; nil for None) by dotted name.
+type Contents struct {
+	Tensors []Tensor
+	Scalars map[string]any
+}
+
 // Load reads every tensor of the checkpoint at path. Non-tensor values
-// (numbers, strings) are skipped.
+// (numbers, strings) are skipped; LoadContents returns them too.
 func Load(path string) ([]Tensor, error) {
+	c, err := LoadContents(path)
+	if err != nil {
+		return nil, err
+	}
+	return c.Tensors, nil
+}
+
+// LoadContents reads every tensor and plain value of the checkpoint at path.
+func LoadContents(path string) (*Contents, error) {
 	obj, err := pytorch.Load(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var out []Tensor
-	if err := walk("", obj, &out); err != nil {
+	c := &Contents{Scalars: map[string]any{}}
+	if err := walk("", obj, c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return out, nil
+	return c, nil
 }
 
 func join(prefix, key string) string {
@@ -51,14 +67,26 @@ func join(prefix, key string) string {
 	return prefix + "." + key
 }
 
-func walk(prefix string, obj any, out *[]Tensor) error {
+func walk(prefix string, obj any, out *Contents) error {
 	switch v := obj.(type) {
 	case *pytorch.Tensor:
 		t, err := convert(prefix, v)
 		if err != nil {
 			return err
 		}
-		*out = append(*out, t)
+		out.Tensors = append(out.Tensors, t)
+	case int:
+		out.Scalars[prefix] = int64(v)
+	case int64:
+		out.Scalars[prefix] = v
+	case float64:
+		out.Scalars[prefix] = v
+	case string:
+		out.Scalars[prefix] = v
+	case bool:
+		out.Scalars[prefix] = v
+	case nil:
+		out.Scalars[prefix] = nil
 	case *types.OrderedDict:
 		for e := v.List.Front(); e != nil; e = e.Next() {
 			entry := e.Value.(*types.OrderedDictEntry)

@@ -1,0 +1,218 @@
+package cellunet_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
+	"github.com/scdiffusion/gotorch-train/cellunet"
+	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/nn"
+)
+
+// fp32 parity with PyTorch where the math is the same (spec: ≤1e-5 relative).
+const (
+	rtol = 1e-5
+	atol = 1e-6
+)
+
+func TestMain(m *testing.M) {
+	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func newDefault(t *testing.T, seed uint64) (*nn.Store, *cellunet.Model) {
+	t.Helper()
+	if err := ct.ManualSeed(seed); err != nil {
+		t.Fatal(err)
+	}
+	st := nn.NewStore(ct.CPU)
+	m, err := cellunet.New(st.Root(), cellunet.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); st.Close() })
+	return st, m
+}
+
+// summaries returns per-tensor sum and sum of squares in float64.
+func summaries(s *ct.Scope, ts []*ct.Tensor) (sum, sumsq []float64) {
+	for _, x := range ts {
+		d := s.Adopt(x.Detach()).ToDType(ct.Float64)
+		sum = append(sum, d.Sum().Item())
+		sumsq = append(sumsq, d.Square().Sum().Item())
+	}
+	return sum, sumsq
+}
+
+func assertSummaries(t *testing.T, what string, gotSum, gotSq []float64, want map[string]*ct.Tensor, prefix string, names []string, rt float64) {
+	t.Helper()
+	ws, wq := want[prefix+".sum"].Float64s(), want[prefix+".sumsq"].Float64s()
+	if len(ws) != len(gotSum) {
+		t.Fatalf("%s: %d tensors, want %d", what, len(gotSum), len(ws))
+	}
+	for i := range ws {
+		if !cgotorchtest.Close(gotSum[i], ws[i], rt, 1e-6) || !cgotorchtest.Close(gotSq[i], wq[i], rt, 1e-9) {
+			t.Errorf("%s %s: sum %.9g sumsq %.9g, want %.9g %.9g", what, names[i], gotSum[i], gotSq[i], ws[i], wq[i])
+		}
+	}
+}
+
+// TestDefaultArchitecture: 3,488,384 parameters in 52 tensors named and
+// shaped exactly as the reference's state_dict, initialised identically
+// after the same seed.
+func TestDefaultArchitecture(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	want := cgotorchtest.Golden(t, s, "testdata/default_golden.safetensors")
+	_, meta, err := ct.LoadSafetensors("testdata/default_golden.safetensors", ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys [][2]json.RawMessage
+	if err := json.Unmarshal([]byte(meta["keys"]), &keys); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := newDefault(t, 0)
+	if n := st.NumParams(); n != 3488384 {
+		t.Errorf("NumParams = %d, want 3,488,384", n)
+	}
+	all := st.All()
+	if len(all) != 52 || len(keys) != 52 {
+		t.Fatalf("%d tensors (reference %d), want 52", len(all), len(keys))
+	}
+	var names []string
+	var ts []*ct.Tensor
+	for i, p := range all {
+		var name string
+		var shape []int64
+		_ = json.Unmarshal(keys[i][0], &name)
+		_ = json.Unmarshal(keys[i][1], &shape)
+		if p.Name != name || fmt.Sprint(p.T.Shape()) != fmt.Sprint(shape) {
+			t.Errorf("tensor %d: %s %v, reference %s %v", i, p.Name, p.T.Shape(), name, shape)
+		}
+		names = append(names, p.Name)
+		ts = append(ts, p.T)
+	}
+	sum, sq := summaries(s, ts)
+	assertSummaries(t, "init", sum, sq, want, "init", names, 0)
+}
+
+// TestForwardLossGradAndAdamWStepMatchPyTorch: the same weights give the
+// same forward pass, float32 ε-loss, gradients and weights after one AdamW
+// step (lr 1e-4, wd 1e-4) as the PyTorch implementation of the spec.
+func TestForwardLossGradAndAdamWStepMatchPyTorch(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	g := cgotorchtest.Golden(t, s, "testdata/default_golden.safetensors")
+	st, m := newDefault(t, 0)
+	x0, tt, noise := g["x0"], g["t"], g["noise"]
+	cgotorchtest.AssertClose(t, "forward", m.Forward(x0, tt), g["forward"], rtol, atol)
+	d, err := diffusion.New(diffusion.DefaultConfig(), ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	cgotorchtest.AssertClose(t, "q_sample", d.QSample(x0, tt, noise), g["x_t"], rtol, atol)
+	losses := d.PerSampleMSE(m, x0, tt, noise)
+	cgotorchtest.AssertClose(t, "per-sample loss", losses, g["losses"], rtol, atol)
+	losses.Mean().Backward()
+	var names []string
+	var grads, params []*ct.Tensor
+	for _, p := range st.Params() {
+		names = append(names, p.Name)
+		grads = append(grads, p.T.Grad(s))
+		params = append(params, p.T)
+	}
+	sum, sq := summaries(s, grads)
+	// Sums of gradients cancel to small values, so compare them with an
+	// absolute tolerance relative to the gradient scale (sum of squares).
+	assertSummaries(t, "grad", sum, sq, g, "grad", names, 1e-4)
+	out2b, _ := st.Lookup("out2.bias")
+	cgotorchtest.AssertClose(t, "grad out2.bias", out2b.T.Grad(s), g["grad.out2.bias"], 1e-4, 1e-7)
+	opt, err := ct.NewAdamW(params, ct.AdamWConfig{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Close()
+	if err := opt.Step(); err != nil {
+		t.Fatal(err)
+	}
+	sum, sq = summaries(s, params)
+	assertSummaries(t, "after one AdamW step", sum, sq, g, "step1", names, 1e-6)
+	cgotorchtest.AssertClose(t, "step1 out2.bias", out2b.T.Detach(), g["step1.out2.bias"], rtol, atol)
+	ln, _ := st.Lookup("layers.0.norm.weight")
+	cgotorchtest.AssertClose(t, "step1 layers.0.norm.weight", ln.T.Detach(), g["step1.layers.0.norm.weight"], rtol, atol)
+}
+
+// TestReferenceCheckpointLoads: a state_dict written by torch.save from the
+// reference architecture loads strictly (no renaming) and gives the same output.
+func TestReferenceCheckpointLoads(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	g := cgotorchtest.Golden(t, s, "testdata/small_golden.safetensors")
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	m, err := cellunet.New(st.Root(), cellunet.Config{InputDim: 16, Hidden: []int64{32, 32, 16, 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := st.Load("testdata/small.pt", true); err != nil {
+		t.Fatal(err)
+	}
+	var out *ct.Tensor
+	ct.NoGrad(func() { out = m.Forward(g["x"], g["t"]) })
+	cgotorchtest.AssertClose(t, "forward", out, g["forward"], rtol, atol)
+}
+
+// TestForwardReleasesIntermediates: a no-grad forward leaves only its output
+// alive, and under autograd the handle count returns to baseline too.
+func TestForwardReleasesIntermediates(t *testing.T) {
+	_, m := newDefault(t, 0)
+	base := ct.LiveTensors()
+	s := ct.NewScope()
+	x := s.Randn(ct.Options{}, nil, 8, 128)
+	tt := s.RandInt(0, 1000, ct.Options{}, nil, 8)
+	var out *ct.Tensor
+	ct.NoGrad(func() { out = m.Forward(x, tt) })
+	if got := ct.LiveTensors() - base; got != 3 {
+		t.Errorf("after a no-grad forward %d handles are live (x, t, output = 3)", got)
+	}
+	out.Free()
+	m.Forward(x, tt).Sum().Backward()
+	s.Close()
+	if ct.LiveTensors() != base {
+		t.Errorf("%d handles leaked", ct.LiveTensors()-base)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	cases := []struct {
+		cfg cellunet.Config
+		ok  bool
+	}{
+		{cellunet.DefaultConfig(), true},
+		{cellunet.Config{InputDim: 0, Hidden: []int64{8, 8}}, false},
+		{cellunet.Config{InputDim: 4, Hidden: []int64{8}}, false},
+		{cellunet.Config{InputDim: 4, Hidden: []int64{7, 8}}, false},
+		{cellunet.Config{InputDim: 4, Hidden: []int64{8, 8}, Dropout: 1}, false},
+	}
+	for _, c := range cases {
+		if err := c.cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("Validate(%+v) = %v", c.cfg, err)
+		}
+	}
+	if h, err := cellunet.ParseHidden("512, 512,256,128"); err != nil || fmt.Sprint(h) != "[512 512 256 128]" {
+		t.Errorf("ParseHidden = %v, %v", h, err)
+	}
+	if _, err := cellunet.ParseHidden("512,x"); err == nil {
+		t.Error("ParseHidden accepted a bad list")
+	}
+}
