@@ -26,7 +26,7 @@
 #define CGT_EXPORT
 #endif
 
-#define CGT_ABI_VERSION 2
+#define CGT_ABI_VERSION 3
 
 typedef struct cgt_tensor_s *cgt_tensor;
 typedef struct cgt_optim_s *cgt_optim;
@@ -420,12 +420,16 @@ CGT_EXPORT cgt_status cgt_adamw_set_state(cgt_optim o, int32_t i, int64_t step,
  * bias correction with the given 1-based step), exactly PyTorch's AdamW
  * formula, followed by optional EMA updates ema[k] = rate[k]*ema[k] +
  * (1-rate[k])*p and, if zero_grad != 0, g = 0. One pass over memory on CPU.
+ * grad_scale multiplies g before use (1/loss_scale for loss scaling).
+ * If sumsq is not NULL (float64 [2] on the same device), sum(g'^2) and
+ * sum(p^2) over the (unscaled) gradient and the parameters before the update
+ * are added to sumsq[0] and sumsq[1]: the norms come with no extra pass.
  * All buffers contiguous, same numel, same device.
  */
 CGT_EXPORT cgt_status cgt_fused_adamw_(cgt_tensor p, cgt_tensor g, cgt_tensor m, cgt_tensor v,
-                                       int64_t step, cgt_adamw_options opts,
+                                       int64_t step, cgt_adamw_options opts, double grad_scale,
                                        const cgt_tensor *emas, const double *rates, int32_t nema,
-                                       int32_t zero_grad) CGT_NOEXCEPT;
+                                       int32_t zero_grad, cgt_tensor sumsq) CGT_NOEXCEPT;
 /* ema = rate*ema + (1-rate)*p for each pair, under no-grad. */
 CGT_EXPORT cgt_status cgt_ema_(cgt_tensor ema, cgt_tensor p, double rate) CGT_NOEXCEPT;
 

@@ -263,21 +263,37 @@ func shapeEqual(a, b []int64) bool {
 	return true
 }
 
+// FusedStep configures FusedAdamW beyond the AdamW hyper-parameters.
+type FusedStep struct {
+	// GradScale multiplies the gradient before use (1/loss scale); 0 means 1.
+	GradScale float64
+	// EMAs are updated after the step: EMAs[k] = Rates[k]·EMAs[k] + (1-Rates[k])·p.
+	EMAs  []*Tensor
+	Rates []float64
+	// ZeroGrad zeroes g after use.
+	ZeroGrad bool
+	// SumSq, if set (float64 [2] on the parameters' device), accumulates
+	// sum(g²) of the scaled gradient and sum(p²) of the parameters before the
+	// update: the gradient and parameter norms at no extra pass.
+	SumSq *Tensor
+}
+
 // FusedAdamW applies one AdamW update to flat buffers in a single pass over
-// memory (CPU) or a few whole-buffer kernels (CUDA), then the EMA updates
-// emas[k] = rates[k]·emas[k] + (1-rates[k])·p, then zeroes g if zeroGrad.
+// memory (CPU) or a few whole-buffer kernels (CUDA), with the options of fs.
 // step is the 1-based update count for bias correction. The arithmetic is
 // PyTorch's AdamW; p, g, m, v and every EMA must be contiguous float tensors
 // with the same numel on the same device.
-func FusedAdamW(p, g, m, v *Tensor, step int64, cfg AdamWConfig, emas []*Tensor, rates []float64, zeroGrad bool) error {
+func FusedAdamW(p, g, m, v *Tensor, step int64, cfg AdamWConfig, fs FusedStep) error {
+	emas, rates := fs.EMAs, fs.Rates
 	if len(emas) != len(rates) {
 		return misuse("fused_adamw", "one rate per EMA buffer")
 	}
-	var hp, hg, hm, hv C.cgt_tensor
+	var hp, hg, hm, hv, hs C.cgt_tensor
 	var he []C.cgt_tensor
 	if err := Try(func() {
 		hp, hg, hm, hv = p.handle("fused_adamw"), g.handle("fused_adamw"), m.handle("fused_adamw"), v.handle("fused_adamw")
 		he = handles("fused_adamw", emas)
+		hs = optHandle(fs.SumSq, "fused_adamw")
 	}); err != nil {
 		return err
 	}
@@ -285,7 +301,11 @@ func FusedAdamW(p, g, m, v *Tensor, step int64, cfg AdamWConfig, emas []*Tensor,
 	if len(rates) > 0 {
 		rp = (*C.double)(unsafe.Pointer(&rates[0]))
 	}
-	return check("fused_adamw", C.cgt_fused_adamw_(hp, hg, hm, hv, C.int64_t(step), cfg.c(), listPtr(he), rp, C.int32_t(len(he)), cbool(zeroGrad)))
+	scale := fs.GradScale
+	if scale == 0 {
+		scale = 1
+	}
+	return check("fused_adamw", C.cgt_fused_adamw_(hp, hg, hm, hv, C.int64_t(step), cfg.c(), C.double(scale), listPtr(he), rp, C.int32_t(len(he)), cbool(fs.ZeroGrad), hs))
 }
 
 // EMAUpdate does ema = rate·ema + (1-rate)·p in place, outside autograd.

@@ -2,6 +2,7 @@ package cgotorch_test
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
@@ -57,7 +58,16 @@ func TestFusedAdamWMatchesPyTorch(t *testing.T) {
 	m, v := s.Zeros(ct.Options{}, 35), s.Zeros(ct.Options{}, 35)
 	for k := 0; k < 3; k++ {
 		grad := flat(g[fmt.Sprintf("g%d.0", k)], g[fmt.Sprintf("g%d.1", k)])
-		if err := ct.FusedAdamW(p, grad, m, v, int64(k+1), goldenAdamW, []*ct.Tensor{ema}, []float64{0.9}, true); err != nil {
+		sumsq := s.Zeros(ct.Of(ct.Float64), 2)
+		wantG, wantP := grad.Norm().Item(), p.Norm().Item()
+		if err := ct.FusedAdamW(p, grad.MulScalar(4), m, v, int64(k+1), goldenAdamW, ct.FusedStep{
+			GradScale: 0.25, EMAs: []*ct.Tensor{ema}, Rates: []float64{0.9}, SumSq: sumsq}); err != nil {
+			t.Fatal(err)
+		}
+		if gotG, gotP := math.Sqrt(sumsq.Float64s()[0]), math.Sqrt(sumsq.Float64s()[1]); math.Abs(gotG-wantG) > 1e-5*wantG || math.Abs(gotP-wantP) > 1e-5*wantP {
+			t.Errorf("norms from the fused pass: grad %v param %v, want %v %v", gotG, gotP, wantG, wantP)
+		}
+		if err := ct.FusedAdamW(s.Zeros(ct.Options{}, 35), grad, s.Zeros(ct.Options{}, 35), s.Zeros(ct.Options{}, 35), 1, goldenAdamW, ct.FusedStep{ZeroGrad: true}); err != nil {
 			t.Fatal(err)
 		}
 		if grad.Abs().Sum().Item() != 0 {

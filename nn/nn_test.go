@@ -330,7 +330,7 @@ func TestFlattenKeepsModelAndTrainsIdentically(t *testing.T) {
 			}
 			cgotorchtest.AssertClose(t, "flat grads", fl.FlatGrads(), ct.Cat(parts, 0), rtol, atol)
 		}
-		if err := ct.FusedAdamW(fl.FlatParams(), fl.FlatGrads(), m, v, int64(step), cfg, nil, nil, true); err != nil {
+		if err := ct.FusedAdamW(fl.FlatParams(), fl.FlatGrads(), m, v, int64(step), cfg, ct.FusedStep{ZeroGrad: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -248,10 +248,11 @@ cgt_status cgt_clamp(cgt_tensor a, double min, int32_t has_min, double max, int3
                      cgt_tensor *out) noexcept {
   CGT_TRY
   if (!has_min && !has_max) throw cgt::invalid("clamp needs a bound");
+  at::Tensor &x = T(a);
   c10::optional<at::Scalar> lo, hi;
-  if (has_min) lo = at::Scalar(min);
-  if (has_max) hi = at::Scalar(max);
-  set_out(out, at::clamp(T(a), lo, hi));
+  if (has_min) lo = scalar_for(x, min);
+  if (has_max) hi = scalar_for(x, max);
+  set_out(out, at::clamp(x, lo, hi));
   CGT_CATCH
 }
 
@@ -259,10 +260,11 @@ cgt_status cgt_clamp_(cgt_tensor a, double min, int32_t has_min, double max,
                       int32_t has_max) noexcept {
   CGT_TRY
   if (!has_min && !has_max) throw cgt::invalid("clamp needs a bound");
+  at::Tensor &x = T(a);
   c10::optional<at::Scalar> lo, hi;
-  if (has_min) lo = at::Scalar(min);
-  if (has_max) hi = at::Scalar(max);
-  at::clamp_(T(a), lo, hi);
+  if (has_min) lo = scalar_for(x, min);
+  if (has_max) hi = scalar_for(x, max);
+  at::clamp_(x, lo, hi);
   CGT_CATCH
 }
 

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/optim/adamw.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <type_traits>
@@ -168,8 +169,9 @@ cgt_status cgt_adamw_set_state(cgt_optim o, int32_t i, int64_t step, cgt_tensor 
 }
 
 cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_tensor hv,
-                            int64_t step, cgt_adamw_options o, const cgt_tensor *emas,
-                            const double *rates, int32_t nema, int32_t zero_grad) noexcept {
+                            int64_t step, cgt_adamw_options o, double grad_scale,
+                            const cgt_tensor *emas, const double *rates, int32_t nema,
+                            int32_t zero_grad, cgt_tensor hsumsq) noexcept {
   CGT_TRY
   at::NoGradGuard ng;
   at::Tensor &p = T(hp, "param"), &g = T(hg, "grad"), &m = T(hm, "exp_avg"),
@@ -181,6 +183,10 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
   check_flat(g, p, "grad");
   check_flat(m, p, "exp_avg");
   check_flat(v, p, "exp_avg_sq");
+  at::Tensor sumsq = cgt::opt(hsumsq);
+  if (sumsq.defined() && (sumsq.scalar_type() != at::kDouble || sumsq.numel() != 2 ||
+                          sumsq.device() != p.device() || !sumsq.is_contiguous()))
+    throw cgt::invalid("fused_adamw: sumsq must be a contiguous float64 [2] tensor on the params' device");
   std::vector<at::Tensor> es;
   for (int32_t k = 0; k < nema; k++) {
     es.push_back(T(emas[k], "ema"));
@@ -209,25 +215,61 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
       OMR.push_back(static_cast<float>(1 - rates[k]));
     }
     const bool zero = zero_grad != 0;
-    at::parallel_for(0, p.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; i++) {
-        const float gi = G[i];
-        const float mi = M[i] * b1 + omb1 * gi;
-        const float vi = V[i] * b2 + omb2 * gi * gi;
-        const float denom = std::sqrt(vi) / bc2s + eps;
-        const float pi = P[i] * decay + (nss * mi) / denom;
-        M[i] = mi;
-        V[i] = vi;
-        P[i] = pi;
+    const float gs = static_cast<float>(grad_scale);
+    const bool scaled = grad_scale != 1.0;
+    const int64_t n = p.numel();
+    // Partial sums per fixed chunk, combined in chunk order afterwards, so the
+    // norms are deterministic for any thread count.
+    constexpr int64_t kChunk = 1 << 15;
+    const int64_t nchunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> gsq(sumsq.defined() ? nchunks : 0), psq(sumsq.defined() ? nchunks : 0);
+    at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; c++) {
+        const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+        if (sumsq.defined()) {
+          double sg = 0, sp = 0;
+          for (int64_t i = begin; i < end; i++) {
+            const float gi = scaled ? G[i] * gs : G[i];
+            sg += static_cast<double>(gi) * gi;
+            sp += static_cast<double>(P[i]) * P[i];
+          }
+          gsq[c] = sg;
+          psq[c] = sp;
+        }
+        for (int64_t i = begin; i < end; i++) {
+          const float gi = scaled ? G[i] * gs : G[i];
+          const float mi = M[i] * b1 + omb1 * gi;
+          const float vi = V[i] * b2 + omb2 * gi * gi;
+          const float denom = std::sqrt(vi) / bc2s + eps;
+          const float pi = P[i] * decay + (nss * mi) / denom;
+          M[i] = mi;
+          V[i] = vi;
+          P[i] = pi;
+        }
+        for (size_t k = 0; k < E.size(); k++) {
+          float *e = E[k];
+          const float r = R[k], omr = OMR[k];
+          for (int64_t i = begin; i < end; i++) e[i] = e[i] * r + omr * P[i];
+        }
+        if (zero) std::memset(G + begin, 0, static_cast<size_t>(end - begin) * sizeof(float));
       }
-      for (size_t k = 0; k < E.size(); k++) {
-        float *e = E[k];
-        const float r = R[k], omr = OMR[k];
-        for (int64_t i = begin; i < end; i++) e[i] = e[i] * r + omr * P[i];
-      }
-      if (zero) std::memset(G + begin, 0, static_cast<size_t>(end - begin) * sizeof(float));
     });
+    if (sumsq.defined()) {
+      double sg = 0, sp = 0;
+      for (int64_t c = 0; c < nchunks; c++) {
+        sg += gsq[c];
+        sp += psq[c];
+      }
+      double *S = sumsq.data_ptr<double>();
+      S[0] += sg;
+      S[1] += sp;
+    }
   } else {
+    if (grad_scale != 1.0) g.mul_(grad_scale);
+    if (sumsq.defined()) {
+      sumsq.select(0, 0).add_(at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kDouble).square());
+      sumsq.select(0, 1).add_(at::linalg_vector_norm(p, 2, c10::nullopt, false, at::kDouble).square());
+    }
     p.mul_(1 - o.lr * o.weight_decay);
     m.mul_(o.beta1).add_(g, 1 - o.beta1);
     v.mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);

@@ -1,0 +1,419 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"time"
+
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cellunet"
+	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/nn"
+)
+
+// ErrInterrupted is returned (wrapped) when the context was cancelled: the
+// current step was finished and a checkpoint written.
+var ErrInterrupted = errors.New("trainer: interrupted")
+
+// Result summarises a run.
+type Result struct {
+	// Steps is the number of steps this call ran; NextStep the label a
+	// resumed run would start at.
+	Steps, NextStep int
+	// Checkpoint is the model file of the last checkpoint written ("" if none).
+	Checkpoint string
+	// Microbatch is the microbatch in use at the end (smaller than requested
+	// after an out-of-memory retry).
+	Microbatch int
+	// Duration is the wall time of the loop.
+	Duration time.Duration
+}
+
+type trainer struct {
+	cfg   Config
+	dev   ct.Device
+	out   io.Writer
+	store *nn.Store
+	model *cellunet.Model
+	diff  *diffusion.Diffusion
+
+	sampler           diffusion.Sampler
+	data              *batcher
+	dataGen, noiseGen *ct.Generator
+
+	m, v     *ct.Tensor   // AdamW moments over the flat parameters
+	emas     []*ct.Tensor // one flat copy per EMA rate
+	sumsq    *ct.Tensor   // [2] float64: Σg², Σp² of the current step
+	win      *window
+	progress *progressWriter
+
+	adamStep  int64   // optimizer steps taken (bias correction)
+	lr        float64 // learning rate of the next update
+	lg        float64 // log2 loss scale
+	mb        int     // current microbatch
+	step      int     // label of the next step
+	lastSaved int
+}
+
+// Train runs the configured training on latents data ([N,D] float32 on
+// cfg.Device, owned by the caller). It returns after LRAnnealSteps updates
+// (having written the final checkpoint), or, if ctx is cancelled, after
+// finishing the current step and writing a checkpoint, with an error
+// wrapping ErrInterrupted. Out-of-memory errors wrap cgotorch.ErrOutOfMemory.
+func Train(ctx context.Context, cfg Config, data *ct.Tensor) (res Result, err error) {
+	if err := cfg.Validate(); err != nil {
+		return res, err
+	}
+	// Autocast and grad mode are per OS thread: keep the loop on one.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tr, err := newTrainer(cfg, data)
+	if err != nil {
+		return res, err
+	}
+	defer tr.close()
+	return tr.run(ctx)
+}
+
+func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
+	tr = &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
+	if tr.out == nil {
+		tr.out = io.Discard
+	}
+	defer func() {
+		if err != nil {
+			tr.close()
+		}
+	}()
+	// The model's initialisation draws from the default CPU generator, as
+	// torch.manual_seed followed by Cell_Unet() does in Python.
+	if err := ct.ManualSeed(cfg.Seed); err != nil {
+		return nil, err
+	}
+	if cfg.Device.IsCUDA() {
+		if err := ct.CUDAManualSeedAll(cfg.Seed); err != nil {
+			return nil, err
+		}
+	}
+	tr.store = nn.NewStore(cfg.Device)
+	if tr.model, err = cellunet.New(tr.store.Root(), cfg.Model); err != nil {
+		return nil, err
+	}
+	if err := tr.store.Flatten(); err != nil {
+		return nil, err
+	}
+	if tr.diff, err = diffusion.New(cfg.Diffusion, cfg.Device); err != nil {
+		return nil, err
+	}
+	if tr.sampler, err = diffusion.NewSampler(cfg.ScheduleSampler, tr.diff.NumSteps(), cfg.Device); err != nil {
+		return nil, err
+	}
+	if tr.dataGen, err = ct.NewGenerator(cfg.Device, cfg.Seed); err != nil {
+		return nil, err
+	}
+	if tr.noiseGen, err = ct.NewGenerator(cfg.Device, cfg.Seed+1); err != nil {
+		return nil, err
+	}
+	if tr.data, err = newBatcher(data, int64(cfg.BatchSize), cfg.Device, tr.dataGen); err != nil {
+		return nil, err
+	}
+	var d int64
+	if err := ct.Try(func() { d = data.Dim(1) }); err != nil {
+		return nil, err
+	}
+	if d != cfg.Model.InputDim {
+		return nil, fmt.Errorf("trainer: the data has %d columns, the model's input dim is %d", d, cfg.Model.InputDim)
+	}
+	if tr.win, err = newWindow(cfg.Device, tr.diff.NumSteps()); err != nil {
+		return nil, err
+	}
+	p := tr.store.NumParams()
+	err = ct.Try(func() {
+		o := ct.On(cfg.Device)
+		tr.m, tr.v = ct.Zeros(o, p), ct.Zeros(o, p)
+		for range cfg.EMARates {
+			tr.emas = append(tr.emas, tr.store.FlatParams().Detach().Clone())
+		}
+		tr.sumsq = ct.Zeros(ct.Options{DType: ct.Float64, Device: cfg.Device}, 2)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ResumeCheckpoint != "" {
+		dir, label, complete, err := resumePoint(cfg.ResumeCheckpoint)
+		if err != nil {
+			return nil, err
+		}
+		if err := tr.restore(dir, label, complete); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
+	}
+	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
+
+func (tr *trainer) close() {
+	if tr.model != nil {
+		tr.model.Close()
+	}
+	if tr.store != nil {
+		tr.store.Close()
+	}
+	if tr.diff != nil {
+		tr.diff.Close()
+	}
+	if tr.sampler != nil {
+		tr.sampler.Close()
+	}
+	if tr.data != nil {
+		tr.data.close()
+	}
+	tr.dataGen.Close()
+	tr.noiseGen.Close()
+	tr.m.Free()
+	tr.v.Free()
+	for _, e := range tr.emas {
+		e.Free()
+	}
+	tr.sumsq.Free()
+	if tr.win != nil {
+		tr.win.close()
+	}
+	tr.progress.close()
+}
+
+// announce prints what the run holds in memory (llm.c style).
+func (tr *trainer) announce() {
+	const mib = 1 << 20
+	p := tr.store.NumParams()
+	b := float64(p * 4)
+	fmt.Fprintf(tr.out, "%s\n", ct.Build())
+	fmt.Fprintf(tr.out, "Cell_Unet %v: %d parameters in %d tensors on %s\n", tr.cfg.Model.Hidden, p, len(tr.store.Params()), tr.dev)
+	fmt.Fprintf(tr.out, "memory: parameters %.1f MiB, gradients %.1f MiB, AdamW state %.1f MiB, EMA %d× %.1f MiB\n",
+		b/mib, b/mib, 2*b/mib, len(tr.emas), b/mib)
+	fmt.Fprintf(tr.out, "data: %d cells, batch %d (microbatch %d), %d batches per epoch; %d steps of diffusion; precision %s\n",
+		tr.data.n, tr.cfg.BatchSize, tr.mb, tr.data.batchesPerEpoch(), tr.diff.NumSteps(), tr.cfg.Precision)
+}
+
+func (tr *trainer) run(ctx context.Context) (Result, error) {
+	tr.announce()
+	start := time.Now()
+	first := tr.step
+	res := Result{}
+	total := tr.cfg.LRAnnealSteps
+	for total == 0 || tr.step < total {
+		if err := ctx.Err(); err != nil {
+			return tr.interrupt(res, first, start)
+		}
+		if err := tr.runStep(); err != nil {
+			res.Steps, res.NextStep, res.Microbatch, res.Duration = tr.step-first, tr.step, tr.mb, time.Since(start)
+			return res, fmt.Errorf("step %d: %w", tr.step, err)
+		}
+		label := tr.step
+		tr.step++
+		if label%tr.cfg.SaveInterval == 0 {
+			if err := tr.save(label, label+1); err != nil {
+				return res, err
+			}
+			res.Checkpoint = modelFile(tr.cfg.SaveDir, label)
+		}
+	}
+	// Final checkpoint unless the last in-loop step was just saved.
+	if tr.lastSaved != tr.step-1 && tr.step > first {
+		if err := tr.save(tr.step, tr.step); err != nil {
+			return res, err
+		}
+		res.Checkpoint = modelFile(tr.cfg.SaveDir, tr.step)
+	}
+	res.Steps, res.NextStep, res.Microbatch, res.Duration = tr.step-first, tr.step, tr.mb, time.Since(start)
+	return res, nil
+}
+
+func (tr *trainer) interrupt(res Result, first int, start time.Time) (Result, error) {
+	res.Steps, res.NextStep, res.Microbatch, res.Duration = tr.step-first, tr.step, tr.mb, time.Since(start)
+	if tr.step > first && tr.lastSaved != tr.step-1 {
+		label := tr.step - 1
+		if err := tr.save(label, tr.step); err != nil {
+			return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
+		}
+		res.Checkpoint = modelFile(tr.cfg.SaveDir, label)
+	} else if tr.lastSaved >= 0 {
+		res.Checkpoint = modelFile(tr.cfg.SaveDir, tr.lastSaved)
+	}
+	return res, fmt.Errorf("%w at step %d; checkpoint %s", ErrInterrupted, tr.step, res.Checkpoint)
+}
+
+// runStep performs step tr.step: batch, forward/backward over the slices,
+// optimizer and EMA, LR anneal, logging.
+func (tr *trainer) runStep() (err error) {
+	label := tr.step
+	if h := tr.cfg.Hooks.BeforeStep; h != nil {
+		h(label)
+	}
+	s := ct.NewScope()
+	defer s.Close()
+	return ct.Try(func() {
+		// The whole batch's randomness is drawn before it is split, so the
+		// step's result does not depend on the microbatch (OOM retries).
+		batch := tr.data.next(s)
+		B := int64(tr.cfg.BatchSize)
+		t, w := tr.sampler.Sample(s, B, tr.noiseGen)
+		noise := s.Randn(ct.On(tr.dev), tr.noiseGen, B, tr.cfg.Model.InputDim)
+
+		mse, ferr := tr.forwardBackward(s, batch, t, w, noise)
+		if ferr != nil {
+			panic(ferr)
+		}
+		grads := tr.store.FlatGrads()
+		if h := tr.cfg.Hooks.AfterBackward; h != nil {
+			h(label, grads)
+		}
+		lrUsed := tr.lr
+		skipped := false
+		scale := 1.0
+		if tr.cfg.lossScaling() {
+			// One host read per step: is the scaled gradient finite?
+			if g := ct.NormOf(s, []*ct.Tensor{grads}).Item(); math.IsNaN(g) || math.IsInf(g, 0) {
+				tr.lg--
+				skipped = true
+				grads.Zero_()
+				fmt.Fprintf(tr.out, "step %d: found NaN/inf gradients, skipped the update; lg_loss_scale now %.3f\n", label, tr.lg)
+			}
+			scale = math.Exp2(-tr.lg)
+		}
+		if !skipped {
+			tr.adamStep++
+			tr.sumsq.Zero_()
+			cfg := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
+			if err := ct.FusedAdamW(tr.store.FlatParams(), grads, tr.m, tr.v, tr.adamStep, cfg, ct.FusedStep{
+				GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, ZeroGrad: true, SumSq: tr.sumsq,
+			}); err != nil {
+				panic(err)
+			}
+			tr.win.addNorms(s, tr.sumsq)
+			if tr.cfg.lossScaling() {
+				tr.lg += tr.cfg.ScaleGrowth
+			}
+		}
+		tr.win.addSamples(s, mse, w, t)
+		tr.sampler.Update(t, mse)
+		// The reference anneals after every step, taken or not:
+		// lr = lr0·(1 − S/N) for the next update.
+		if n := tr.cfg.LRAnnealSteps; n > 0 {
+			tr.lr = tr.cfg.LR * (1 - float64(label)/float64(n))
+		}
+		if h := tr.cfg.Hooks.AfterStep; h != nil {
+			loss := mse.Mul(w).Sum().DivScalar(float64(B))
+			h(label, StepInfo{Loss: loss, LR: lrUsed, Skipped: skipped, LgScale: tr.lg, Microbatch: tr.mb})
+		}
+		if label%tr.cfg.LogInterval == 0 {
+			tr.dump(label, lrUsed)
+		}
+	})
+}
+
+// forwardBackward accumulates the batch's gradient over microbatch slices
+// and returns the detached per-sample mse [B] (owned by s). On an
+// out-of-memory error with OOMRetry it frees the attempt, zeroes the
+// gradients and reruns the whole batch with half the microbatch.
+func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (*ct.Tensor, error) {
+	for {
+		mse, err := tr.tryForwardBackward(s, batch, t, w, noise, tr.mb)
+		if err == nil {
+			return mse, nil
+		}
+		if !errors.Is(err, ct.ErrOutOfMemory) || !tr.cfg.OOMRetry || tr.mb <= 1 {
+			return nil, err
+		}
+		if zerr := ct.Try(func() { tr.store.ZeroGrad() }); zerr != nil {
+			return nil, zerr
+		}
+		if tr.dev.IsCUDA() {
+			_ = ct.EmptyCache()
+		}
+		from := tr.mb
+		tr.mb = (tr.mb + 1) / 2
+		fmt.Fprintf(tr.out, "step %d: out of memory with microbatch %d; retrying the same batch with microbatch %d (batch_size %d unchanged)\n",
+			tr.step, from, tr.mb, tr.cfg.BatchSize)
+		if h := tr.cfg.Hooks.OnOOMRetry; h != nil {
+			h(tr.step, from, tr.mb, err)
+		}
+	}
+}
+
+func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor, mb int) (*ct.Tensor, error) {
+	B := int64(tr.cfg.BatchSize)
+	attempt := ct.NewScope()
+	defer attempt.Close()
+	var parts []*ct.Tensor
+	for off := int64(0); off < B; off += int64(mb) {
+		n := min(int64(mb), B-off)
+		micro := ct.NewScope()
+		err := micro.Run(func() error {
+			x0 := micro.Adopt(batch.Narrow(0, off, n))
+			tj := micro.Adopt(t.Narrow(0, off, n))
+			wj := micro.Adopt(w.Narrow(0, off, n))
+			nj := micro.Adopt(noise.Narrow(0, off, n))
+			var mse *ct.Tensor
+			forward := func() { mse = tr.diff.PerSampleMSE(tr.model, x0, tj, nj) }
+			switch tr.cfg.Precision {
+			case FP16:
+				if err := ct.WithAutocast(ct.Float16, forward); err != nil {
+					return err
+				}
+			case BF16:
+				if err := ct.WithAutocast(ct.BFloat16, forward); err != nil {
+					return err
+				}
+			default:
+				forward()
+			}
+			weighted := mse.Mul(wj)
+			var loss *ct.Tensor
+			if tr.cfg.SumMicrobatchGrads {
+				loss = weighted.Mean() // [REF] each slice's own mean; slice gradients add up
+			} else {
+				loss = weighted.Sum().DivScalar(float64(B)) // slice's share of the batch mean
+			}
+			if tr.cfg.lossScaling() {
+				loss = loss.MulScalar(math.Exp2(tr.lg))
+			}
+			loss.Backward()
+			parts = append(parts, attempt.Adopt(mse.Detach()))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	var all *ct.Tensor
+	err := ct.Try(func() {
+		if len(parts) == 1 {
+			all = s.Adopt(parts[0])
+		} else {
+			all = s.Adopt(ct.Cat(parts, 0))
+		}
+	})
+	return all, err
+}
+
+func (tr *trainer) dump(label int, lr float64) {
+	kv := tr.win.dump()
+	kv["step"] = float64(label)
+	kv["samples"] = float64(int64(label+1) * int64(tr.cfg.BatchSize))
+	kv["lr"] = lr
+	if tr.cfg.lossScaling() {
+		kv["lg_loss_scale"] = tr.lg
+	}
+	fmt.Fprintln(tr.out, formatLine(kv, tr.cfg.lossScaling()))
+	if err := tr.progress.row(kv); err != nil {
+		fmt.Fprintf(tr.out, "warning: writing progress.csv: %v\n", err)
+	}
+}

@@ -1,0 +1,368 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
+	"github.com/scdiffusion/gotorch-train/cellunet"
+)
+
+func TestMain(m *testing.M) {
+	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// smallConfig is a Cell_Unet small enough for many steps in a unit test.
+func smallConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Model = cellunet.Config{InputDim: 16, Hidden: []int64{32, 32, 16, 8}}
+	cfg.BatchSize = 32
+	cfg.LR = 1e-3
+	cfg.LRAnnealSteps = 200
+	cfg.LogInterval = 50
+	cfg.SaveInterval = 1000
+	cfg.SaveDir = t.TempDir()
+	cfg.Seed = 7
+	return cfg
+}
+
+// latents returns N unit-norm rows of width d, unowned (the caller frees).
+func latents(t *testing.T, n, d int64, seed uint64) *ct.Tensor {
+	g, err := ct.NewGenerator(ct.CPU, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	s := ct.NewScope()
+	defer s.Close()
+	return s.Keep(s.Randn(ct.Options{}, g, n, d).Normalize(2, 1, 1e-12))
+}
+
+type record struct {
+	losses []float64
+	lrs    []float64
+}
+
+func (r *record) hook(step int, info StepInfo) {
+	r.losses = append(r.losses, info.Loss.Item())
+	r.lrs = append(r.lrs, info.LR)
+}
+
+func flatParams(t *testing.T, dir string, label int) []float64 {
+	sd, err := ct.LoadPT(modelFile(dir, label), ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.FreeAll(sd)
+	var out []float64
+	for _, n := range sd {
+		out = append(out, cgotorchtest.Float64s(n.T)...)
+	}
+	return out
+}
+
+func equalBits(t *testing.T, what string, a, b []float64) {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Fatalf("%s: lengths %d and %d", what, len(a), len(b))
+	}
+	for i := range a {
+		if math.Float64bits(a[i]) != math.Float64bits(b[i]) {
+			t.Fatalf("%s differ at %d: %.10g vs %.10g", what, i, a[i], b[i])
+		}
+	}
+}
+
+func TestDeterministicLossSequence(t *testing.T) {
+	data := latents(t, 256, 16, 1)
+	defer data.Free()
+	run := func() []float64 {
+		cfg := smallConfig(t)
+		cfg.LRAnnealSteps = 30
+		var r record
+		cfg.Hooks.AfterStep = r.hook
+		if _, err := Train(context.Background(), cfg, data); err != nil {
+			t.Fatal(err)
+		}
+		return r.losses
+	}
+	a, b := run(), run()
+	equalBits(t, "losses of two runs with the same seed", a, b)
+	if a[len(a)-1] >= a[0] {
+		t.Errorf("loss did not decrease over 30 steps: %v → %v", a[0], a[len(a)-1])
+	}
+}
+
+// TestResumeIsExact: 200 steps straight = 100 steps, interrupt, resume, 100
+// more: identical losses and weights, bit for bit.
+func TestResumeIsExact(t *testing.T) {
+	data := latents(t, 200, 16, 2)
+	defer data.Free()
+	for _, sampler := range []string{"uniform", "loss-second-moment"} {
+		t.Run(sampler, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.ScheduleSampler = sampler
+			cfg.EMARates, cfg.EMARateNames = []float64{0.99, 0.9}, []string{"0.99", "0.9"}
+			var straight record
+			cfg.Hooks.AfterStep = straight.hook
+			if _, err := Train(context.Background(), cfg, data); err != nil {
+				t.Fatal(err)
+			}
+
+			cfg2 := smallConfig(t)
+			cfg2.ScheduleSampler, cfg2.EMARates, cfg2.EMARateNames = cfg.ScheduleSampler, cfg.EMARates, cfg.EMARateNames
+			var first record
+			ctx, cancel := context.WithCancel(context.Background())
+			cfg2.Hooks.AfterStep = func(step int, info StepInfo) {
+				first.hook(step, info)
+				if step == 99 {
+					cancel()
+				}
+			}
+			res, err := Train(ctx, cfg2, data)
+			if !errors.Is(err, ErrInterrupted) || res.NextStep != 100 {
+				t.Fatalf("interrupted run: %+v, %v", res, err)
+			}
+			var second record
+			cfg2.Hooks.AfterStep = second.hook
+			cfg2.ResumeCheckpoint = cfg2.SaveDir
+			if res, err = Train(context.Background(), cfg2, data); err != nil || res.Steps != 100 {
+				t.Fatalf("resumed run: %+v, %v", res, err)
+			}
+			equalBits(t, "losses", straight.losses, append(first.losses, second.losses...))
+			equalBits(t, "learning rates", straight.lrs, append(first.lrs, second.lrs...))
+			equalBits(t, "final weights", flatParams(t, cfg.SaveDir, 200), flatParams(t, cfg2.SaveDir, 200))
+			for _, rate := range cfg.EMARateNames {
+				a, b := loadFile(t, emaFile(cfg.SaveDir, rate, 200)), loadFile(t, emaFile(cfg2.SaveDir, rate, 200))
+				equalBits(t, "EMA "+rate, a, b)
+			}
+		})
+	}
+}
+
+func loadFile(t *testing.T, path string) []float64 {
+	sd, err := ct.LoadPT(path, ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.FreeAll(sd)
+	var out []float64
+	for _, n := range sd {
+		out = append(out, cgotorchtest.Float64s(n.T)...)
+	}
+	return out
+}
+
+// TestMicrobatchEquivalence: 4 microbatches of 32 give the gradient of the
+// batch of 128 (≤1e-6); the reference's summing option gives 4× it.
+func TestMicrobatchEquivalence(t *testing.T) {
+	data := latents(t, 256, 128, 3)
+	defer data.Free()
+	grads := func(mb int, sum bool) []float64 {
+		cfg := DefaultConfig()
+		cfg.SaveDir = t.TempDir()
+		cfg.Microbatch, cfg.SumMicrobatchGrads = mb, sum
+		tr, err := newTrainer(cfg, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.close()
+		s := ct.NewScope()
+		defer s.Close()
+		batch := tr.data.next(s)
+		tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
+		noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
+		if _, err := tr.forwardBackward(s, batch, tt, w, noise); err != nil {
+			t.Fatal(err)
+		}
+		return cgotorchtest.Float64s(tr.store.FlatGrads())
+	}
+	whole, micro, summed := grads(128, false), grads(32, false), grads(32, true)
+	var maxAbs float64
+	for _, g := range whole {
+		maxAbs = math.Max(maxAbs, math.Abs(g))
+	}
+	for i := range whole {
+		if math.Abs(micro[i]-whole[i]) > 1e-6*maxAbs+1e-9 {
+			t.Fatalf("grad[%d]: 4×32 gives %.9g, 128 gives %.9g", i, micro[i], whole[i])
+		}
+		if math.Abs(summed[i]-4*whole[i]) > 4e-6*maxAbs+1e-9 {
+			t.Fatalf("grad[%d]: summed slices give %.9g, want 4×%.9g", i, summed[i], whole[i])
+		}
+	}
+}
+
+// TestLossScalingSkipsNonFiniteStep: with dynamic loss scaling an injected
+// inf gradient skips the update and the EMA and lowers the scale by one.
+func TestLossScalingSkipsNonFiniteStep(t *testing.T) {
+	data := latents(t, 128, 16, 4)
+	defer data.Free()
+	cfg := smallConfig(t)
+	cfg.LossScaling = true
+	cfg.LRAnnealSteps = 6
+	cfg.SaveInterval = 1
+	var infos []StepInfo
+	cfg.Hooks.AfterBackward = func(step int, grads *ct.Tensor) {
+		if step == 3 {
+			grads.Narrow(0, 5, 1).Fill_(math.Inf(1))
+		}
+	}
+	cfg.Hooks.AfterStep = func(step int, info StepInfo) { infos = append(infos, info) }
+	if _, err := Train(context.Background(), cfg, data); err != nil {
+		t.Fatal(err)
+	}
+	for i, info := range infos {
+		want := 20 + float64(i+1)*1e-3
+		if i >= 3 {
+			want = 20 + float64(i)*1e-3 - 1
+		}
+		if info.Skipped != (i == 3) || math.Abs(info.LgScale-want) > 1e-9 {
+			t.Errorf("step %d: skipped %v lg %.4f, want skipped %v lg %.4f", i, info.Skipped, info.LgScale, i == 3, want)
+		}
+	}
+	equalBits(t, "weights across the skipped step", flatParams(t, cfg.SaveDir, 2), flatParams(t, cfg.SaveDir, 3))
+	equalBits(t, "EMA across the skipped step", loadFile(t, emaFile(cfg.SaveDir, "0.9999", 2)), loadFile(t, emaFile(cfg.SaveDir, "0.9999", 3)))
+	if a, b := flatParams(t, cfg.SaveDir, 3), flatParams(t, cfg.SaveDir, 4); a[0] == b[0] && a[1] == b[1] {
+		t.Error("step after the skipped one did not update")
+	}
+}
+
+// TestInterruptedCheckpointLeavesPreviousIntact: a failure while writing
+// checkpoint 2 leaves checkpoint 1 complete and resumable.
+func TestInterruptedCheckpointLeavesPreviousIntact(t *testing.T) {
+	data := latents(t, 128, 16, 5)
+	defer data.Free()
+	cfg := smallConfig(t)
+	cfg.SaveInterval = 1
+	cfg.LRAnnealSteps = 10
+	crash := errors.New("simulated crash")
+	cfg.Hooks.BeforeSave = func(path string) error {
+		if path == optFile(cfg.SaveDir, 2) {
+			return crash
+		}
+		return nil
+	}
+	if _, err := Train(context.Background(), cfg, data); !errors.Is(err, crash) {
+		t.Fatalf("err = %v, want the simulated crash", err)
+	}
+	before := flatParams(t, cfg.SaveDir, 1)
+	labels, err := completeLabels(cfg.SaveDir)
+	if err != nil || fmt.Sprint(labels) != "[0 1]" {
+		t.Fatalf("complete checkpoints %v (%v), want [0 1]", labels, err)
+	}
+	tmps, _ := filepath.Glob(filepath.Join(cfg.SaveDir, ".*tmp*"))
+	if len(tmps) != 0 {
+		t.Errorf("temporary files left: %v", tmps)
+	}
+	cfg.Hooks.BeforeSave = nil
+	cfg.ResumeCheckpoint = cfg.SaveDir
+	res, err := Train(context.Background(), cfg, data)
+	if err != nil || res.Steps != 8 {
+		t.Fatalf("resume: %+v %v", res, err)
+	}
+	equalBits(t, "checkpoint 1 untouched", before, flatParams(t, cfg.SaveDir, 1))
+}
+
+// TestLRAnnealMatchesReference: update 0 uses lr0 and update k ≥ 1 uses
+// lr0·(1 − (k−1)/N).
+func TestLRAnnealMatchesReference(t *testing.T) {
+	data := latents(t, 64, 16, 6)
+	defer data.Free()
+	cfg := smallConfig(t)
+	cfg.LRAnnealSteps = 10
+	var r record
+	cfg.Hooks.AfterStep = r.hook
+	if _, err := Train(context.Background(), cfg, data); err != nil {
+		t.Fatal(err)
+	}
+	for k, lr := range r.lrs {
+		want := cfg.LR
+		if k > 0 {
+			want = cfg.LR * (1 - float64(k-1)/10)
+		}
+		if math.Abs(lr-want) > 1e-15 {
+			t.Errorf("update %d used lr %v, want %v", k, lr, want)
+		}
+	}
+	if len(r.lrs) != 10 {
+		t.Errorf("%d updates, want 10", len(r.lrs))
+	}
+}
+
+// TestLeakOverManySteps: 2,000 steps keep live handles constant and RSS flat.
+func TestLeakOverManySteps(t *testing.T) {
+	data := latents(t, 256, 16, 8)
+	defer data.Free()
+	cfg := smallConfig(t)
+	cfg.LRAnnealSteps = 2600
+	cfg.LogInterval = 100
+	var live []int64
+	var rss []int64
+	cfg.Hooks.AfterStep = func(step int, info StepInfo) {
+		if step >= 600 && step%100 == 0 {
+			runtime.GC()
+			live = append(live, ct.LiveTensors())
+			rss = append(rss, cgotorchtest.RSS(t))
+		}
+	}
+	if _, err := Train(context.Background(), cfg, data); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range live {
+		if n != live[0] {
+			t.Fatalf("live handles at sample %d: %d, first sample %d", i, n, live[0])
+		}
+	}
+	// RSS over the last 2,000 steps: growth below 2 MiB.
+	if grow := rss[len(rss)-1] - rss[0]; grow > 2<<20 {
+		t.Errorf("RSS grew %d bytes over 2,000 steps (samples %v)", grow, rss)
+	}
+}
+
+// TestCheckpointsLoadInPyTorch: the model, EMA and optimizer files load with
+// torch.load into the reference Cell_Unet and torch.optim.AdamW.
+func TestCheckpointsLoadInPyTorch(t *testing.T) {
+	data := latents(t, 64, 128, 9)
+	defer data.Free()
+	cfg := DefaultConfig()
+	cfg.SaveDir = t.TempDir()
+	cfg.BatchSize = 16
+	cfg.LRAnnealSteps = 2
+	cfg.SaveInterval = 100
+	if _, err := Train(context.Background(), cfg, data); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from scdiffusion_ref import Cell_Unet
+m = Cell_Unet()
+m.load_state_dict(torch.load(sys.argv[2]))
+m.load_state_dict(torch.load(sys.argv[3]))
+opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4)
+opt.load_state_dict(torch.load(sys.argv[4]))
+print("ok", opt.param_groups[0]["lr"], opt.state[m.out2.bias]["step"])
+`
+	ref, _ := filepath.Abs("../../scripts/reference")
+	out, err := exec.Command("/usr/bin/python3", "-c", script, ref, modelFile(cfg.SaveDir, 2),
+		emaFile(cfg.SaveDir, "0.9999", 2), optFile(cfg.SaveDir, 2)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("ok %v tensor(2.)\n", 1e-4*(1-1.0/2))
+	if string(out) != want {
+		t.Errorf("python printed %q, want %q", out, want)
+	}
+}
