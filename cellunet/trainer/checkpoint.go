@@ -360,7 +360,9 @@ func (tr *trainer) loadState(path string) error {
 		byName[n.Name] = n.T
 	}
 	tr.step, tr.adamStep, tr.lr, tr.lg = st.NextStep, st.AdamStep, st.LR, st.LgLossScale
-	if st.Microbatch > 0 {
+	// A microbatch reduced by an out-of-memory retry stays reduced; a smaller
+	// configured one wins.
+	if st.Microbatch > 0 && st.Microbatch < tr.mb {
 		tr.mb = st.Microbatch
 	}
 	tr.data.pos, tr.data.epoch = st.DataPos, st.DataEpoch

@@ -366,3 +366,93 @@ print("ok", opt.param_groups[0]["lr"], opt.state[m.out2.bias]["step"])
 		t.Errorf("python printed %q, want %q", out, want)
 	}
 }
+
+// stepPeak measures the CPU allocator's peak growth during one step at a
+// given microbatch, relative to the bytes in use when the step starts.
+func stepPeak(t *testing.T, cfg Config, data *ct.Tensor, mb int) int64 {
+	cfg.Microbatch = mb
+	cfg.SaveDir = t.TempDir()
+	tr, err := newTrainer(cfg, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	base := ct.CPUAllocatorStats().AllocatedBytes
+	ct.ResetCPUPeak()
+	if err := tr.runStep(); err != nil {
+		t.Fatal(err)
+	}
+	return ct.CPUAllocatorStats().PeakAllocatedBytes - base
+}
+
+// TestOOMRetryIsStepExact (memory.md X5): an allocation limit makes step s
+// run out of memory at microbatch 8; the step is retried at microbatch 4 and
+// the run continues. It must equal, bit for bit, a run that used
+// microbatch 8 until s−1 and 4 from s on.
+func TestOOMRetryIsStepExact(t *testing.T) {
+	data := latents(t, 256, 128, 10)
+	defer data.Free()
+	base := smallConfig(t)
+	base.Model = cellunet.Config{InputDim: 128, Hidden: []int64{256, 256, 128, 64}}
+	base.LRAnnealSteps = 12
+	base.OOMRetry = true
+	d4, d8 := stepPeak(t, base, data, 4), stepPeak(t, base, data, 8)
+	if d8 <= d4 {
+		t.Fatalf("step peak at microbatch 8 (%d B) not above microbatch 4 (%d B)", d8, d4)
+	}
+	const s = 5
+
+	// Run B: microbatch 8; step s hits the limit and is retried.
+	cfgB := base
+	cfgB.SaveDir = t.TempDir()
+	cfgB.Microbatch = 8
+	var recB record
+	var retries [][2]int
+	cfgB.Hooks.AfterStep = recB.hook
+	cfgB.Hooks.BeforeStep = func(step int) {
+		switch step {
+		case s:
+			ct.SetCPUAllocLimit(ct.CPUAllocatorStats().AllocatedBytes + (d4+d8)/2)
+		case s + 1:
+			ct.SetCPUAllocLimit(0)
+		}
+	}
+	cfgB.Hooks.OnOOMRetry = func(step, from, to int, err error) {
+		retries = append(retries, [2]int{from, to})
+		if step != s || !errors.Is(err, ct.ErrOutOfMemory) {
+			t.Errorf("retry at step %d with %v", step, err)
+		}
+	}
+	res, err := Train(context.Background(), cfgB, data)
+	ct.SetCPUAllocLimit(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(retries) != "[[8 4]]" || res.Microbatch != 4 {
+		t.Fatalf("retries %v, final microbatch %d; want one retry 8→4", retries, res.Microbatch)
+	}
+
+	// Run A: microbatch 8 for steps 0..s−1, then 4 (via resume).
+	cfgA := base
+	cfgA.SaveDir = t.TempDir()
+	cfgA.Microbatch = 8
+	var recA record
+	ctx, cancel := context.WithCancel(context.Background())
+	cfgA.Hooks.AfterStep = func(step int, info StepInfo) {
+		recA.hook(step, info)
+		if step == s-1 {
+			cancel()
+		}
+	}
+	if _, err := Train(ctx, cfgA, data); !errors.Is(err, ErrInterrupted) {
+		t.Fatal(err)
+	}
+	cfgA.Microbatch = 4
+	cfgA.ResumeCheckpoint = cfgA.SaveDir
+	cfgA.Hooks.AfterStep = recA.hook
+	if _, err := Train(context.Background(), cfgA, data); err != nil {
+		t.Fatal(err)
+	}
+	equalBits(t, "losses", recB.losses, recA.losses)
+	equalBits(t, "final weights", flatParams(t, cfgB.SaveDir, 12), flatParams(t, cfgA.SaveDir, 12))
+}
