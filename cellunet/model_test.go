@@ -6,10 +6,10 @@ import (
 	"os"
 	"testing"
 
-	ct "github.com/scdiffusion/gotorch-train/cgotorch"
-	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
 

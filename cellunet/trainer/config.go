@@ -16,9 +16,9 @@ import (
 	"strconv"
 	"strings"
 
-	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 )
 
 // Precision selects the arithmetic of forward and backward.

@@ -9,9 +9,9 @@ import (
 	"runtime"
 	"time"
 
-	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
 

@@ -11,9 +11,9 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/scdiffusion/gotorch-train/cellunet"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
-	"github.com/scdiffusion/gotorch-train/cellunet"
 )
 
 func TestMain(m *testing.M) {
