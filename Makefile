@@ -13,7 +13,7 @@ TORCH_PYTHON ?= python3
 # Debian's python3-torch is only visible to /usr/bin/python3.
 REF_PYTHON ?= /usr/bin/python3
 
-SHIM_DIR := cgotorch/build/$(FLAVOR)
+SHIM_DIR ?= cgotorch/build/$(FLAVOR)
 SHIM := $(SHIM_DIR)/libcgotorch.so
 SHIM_SRCS := $(sort $(wildcard cgotorch/csrc/*.cc))
 SHIM_HDRS := cgotorch/cgotorch.h $(wildcard cgotorch/csrc/*.h)
@@ -104,6 +104,9 @@ bench: $(SHIM)
 fixtures:
 	cd cgotorch/testdata && $(REF_PYTHON) make_golden.py
 	cd nn/testdata && $(REF_PYTHON) make_golden.py
+	cd cellunet/testdata && $(REF_PYTHON) make_golden.py
+	cd cellunet/diffusion/testdata && $(REF_PYTHON) make_golden.py
+	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py
 
 # Test binaries for the GPU machine (see scripts/gpu-check.sh).
 gpu-binaries: $(SHIM)

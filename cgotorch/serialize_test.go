@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
@@ -166,7 +167,9 @@ print(json.dumps({"type": type(sd).__name__, "keys": list(sd.keys()),
 		Step        float64   `json:"step"`
 		Shape       []int     `json:"shape"`
 	}
-	if err := json.Unmarshal(out, &got); err != nil {
+	// Some Python builds print library noise on stdout; the JSON is the last line.
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	wsum := s.Adopt(sd[0].T.ToDType(ct.Float64)).Sum().Item()

@@ -81,12 +81,12 @@ cgt_status cgt_detach(cgt_tensor t, cgt_tensor *out) noexcept {
 }
 
 int32_t cgt_set_grad_enabled(int32_t on) noexcept {
-  bool prev = at::GradMode::is_enabled();
-  at::GradMode::set_enabled(on != 0);
+  bool prev = c10::GradMode::is_enabled();
+  c10::GradMode::set_enabled(on != 0);
   return prev ? 1 : 0;
 }
 
-int32_t cgt_is_grad_enabled(void) noexcept { return at::GradMode::is_enabled() ? 1 : 0; }
+int32_t cgt_is_grad_enabled(void) noexcept { return c10::GradMode::is_enabled() ? 1 : 0; }
 
 cgt_status cgt_autograd_grad(cgt_tensor y, cgt_tensor x, cgt_tensor *out) noexcept {
   CGT_TRY
@@ -102,7 +102,7 @@ cgt_status cgt_autograd_grad(cgt_tensor y, cgt_tensor x, cgt_tensor *out) noexce
 
 cgt_status cgt_grad_norm(const cgt_tensor *params, int32_t n, cgt_tensor *out) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   auto ps = list(params, n);
   if (ps.empty()) throw cgt::invalid("grad_norm of no parameters");
   std::vector<at::Tensor> sq;
@@ -120,7 +120,7 @@ cgt_status cgt_grad_norm(const cgt_tensor *params, int32_t n, cgt_tensor *out) n
 cgt_status cgt_clip_grad_norm_(const cgt_tensor *params, int32_t n, double max_norm,
                                double *total_norm) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   auto ps = list(params, n);
   // Same computation as torch::nn::utils::clip_grad_norm_ (norm_type 2).
   std::vector<at::Tensor> norms;
@@ -142,7 +142,7 @@ cgt_status cgt_clip_grad_norm_(const cgt_tensor *params, int32_t n, double max_n
 
 cgt_status cgt_norm_of(const cgt_tensor *ts, int32_t n, cgt_tensor *out) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   auto xs = list(ts, n);
   if (xs.empty()) throw cgt::invalid("norm of no tensors");
   std::vector<at::Tensor> sq;

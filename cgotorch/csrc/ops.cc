@@ -519,7 +519,7 @@ cgt_status cgt_dropout(cgt_tensor x, double p, int32_t training, cgt_generator g
     // drawn from the given generator so runs are reproducible.
     at::Tensor mask = at::empty_like(in, at::MemoryFormat::Contiguous);
     {
-      at::NoGradGuard ng;
+      c10::NoGradGuard ng;
       mask.bernoulli_(1 - p, cgt::gen(gen)).div_(1 - p);
     }
     set_out(out, in * mask);

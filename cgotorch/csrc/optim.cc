@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <sstream>
 #include <type_traits>
 
 #include "common.h"
@@ -24,7 +25,10 @@ template <class Map>
 typename Map::key_type state_key(const Map &, const at::Tensor &p) {
   using K = typename Map::key_type;
   if constexpr (std::is_same_v<K, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
+    // What c10::guts::to_string (1.x) does: stream the TensorImpl pointer.
+    std::ostringstream os;
+    os << p.unsafeGetTensorImpl();
+    return os.str();
   } else {
     return static_cast<K>(p.unsafeGetTensorImpl());
   }
@@ -156,7 +160,7 @@ cgt_status cgt_adamw_set_state(cgt_optim o, int32_t i, int64_t step, cgt_tensor 
   if (!m.sizes().equals(p.sizes()) || !v.sizes().equals(p.sizes()))
     throw cgt::invalid("AdamW state " + std::to_string(i) + " does not match the parameter shape");
   if (step < 0) throw cgt::invalid("negative AdamW step");
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   auto s = std::make_unique<torch::optim::AdamWParamState>();
   s->step(step);
   s->exp_avg(m.to(p.device(), p.scalar_type()).clone());
@@ -173,7 +177,7 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
                             const cgt_tensor *emas, const double *rates, int32_t nema,
                             int32_t zero_grad, cgt_tensor hsumsq) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   at::Tensor &p = T(hp, "param"), &g = T(hg, "grad"), &m = T(hm, "exp_avg"),
              &v = T(hv, "exp_avg_sq");
   if (step < 1) throw cgt::invalid("fused_adamw: step is 1-based");
@@ -283,7 +287,7 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
 
 cgt_status cgt_ema_(cgt_tensor ema, cgt_tensor p, double rate) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   T(ema, "ema").mul_(rate).add_(T(p, "param"), 1 - rate);
   CGT_CATCH
 }

@@ -269,21 +269,21 @@ cgt_status cgt_randperm(int64_t n, int32_t dtype, cgt_device dev, cgt_generator 
 
 cgt_status cgt_uniform_(cgt_tensor t, double low, double high, cgt_generator gen) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   T(t).uniform_(low, high, cgt::gen(gen));
   CGT_CATCH
 }
 
 cgt_status cgt_normal_(cgt_tensor t, double mean, double std, cgt_generator gen) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   T(t).normal_(mean, std, cgt::gen(gen));
   CGT_CATCH
 }
 
 cgt_status cgt_bernoulli_(cgt_tensor t, double p, cgt_generator gen) noexcept {
   CGT_TRY
-  at::NoGradGuard ng;
+  c10::NoGradGuard ng;
   T(t).bernoulli_(p, cgt::gen(gen));
   CGT_CATCH
 }

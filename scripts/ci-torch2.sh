@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Proves the one-binary-two-libtorch design with a libtorch 2.x on a CPU
+# machine (binding.md §7b): Debian trixie's libtorch-dev 2.6 in a chroot
+# builds libcgotorch.so; the Go test binaries built outside (against the
+# Debian 12 / libtorch 1.13 shim, linking only -lcgotorch) run inside
+# against the 2.6 shim via LD_LIBRARY_PATH. The same flow runs on the GPU
+# machine with the CUDA flavour (scripts/gpu-check.sh).
+#
+#   scripts/ci-torch2.sh            # chroot cached in $TRIXIE_ROOT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${TRIXIE_ROOT:-/var/tmp/gotorch-trixie}
+REPO=$PWD
+DATA=${GOTORCH_DATA_DIR:-$REPO/../shared/data}
+PKGS="libtorch-dev g++ make python3-torch python3-numpy python3-safetensors"
+
+if ! chroot "$ROOT" sh -c "dpkg -s $PKGS >/dev/null 2>&1" 2>/dev/null; then
+  echo "== creating the trixie chroot in $ROOT (libtorch 2.x)"
+  command -v debootstrap >/dev/null || { apt-get update -q && apt-get install -y -q debootstrap; }
+  rm -rf "$ROOT"
+  debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian >/dev/null
+  cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  chroot "$ROOT" sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS" >/dev/null
+fi
+grep -E 'TORCH_VERSION_(MAJOR|MINOR)' "$ROOT/usr/include/torch/csrc/api/include/torch/version.h"
+
+echo "== Go test binaries (outside, linked against the host shim)"
+make -s shim
+PKGS_GO=${CI_PKGS:-$(go list ./cgotorch/... ./nn/... ./cellunet/... ./monitor/... | grep -v -e /scdata -e cgotorchtest)}
+rm -rf bin/torch2 && mkdir -p bin/torch2
+for p in $PKGS_GO; do
+  rel=${p#github.com/scdiffusion/gotorch-train/}
+  go test -c -o "bin/torch2/$(echo "$rel" | tr / _).test" "$p" >/dev/null
+done
+ls bin/torch2 | wc -l
+
+echo "== copying the tree into the chroot and building the 2.x shim there"
+W=$ROOT/work
+mkdir -p "$W"
+rsync -a --delete --exclude .git --exclude cgotorch/build "$REPO/" "$W/repo/" 2>/dev/null || { rm -rf "$W/repo"; cp -a "$REPO" "$W/repo"; rm -rf "$W/repo/.git" "$W/repo/cgotorch/build"; }
+mkdir -p "$W/shared" && rm -rf "$W/shared/data" && cp -a "$DATA" "$W/shared/data"
+chroot "$ROOT" sh -c "cd /work/repo && make -s -j2 shim SHIM_DIR=cgotorch/build/torch2" | grep -v '✗'
+chroot "$ROOT" sh -c "ldd /work/repo/cgotorch/build/torch2/libcgotorch.so | grep -E 'torch|c10'"
+
+echo "== running the tests against libtorch 2.x"
+mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
+trap 'umount -l "$ROOT/proc" "$ROOT/dev" 2>/dev/null || true' EXIT
+fail=0
+for t in "$W"/repo/bin/torch2/*.test; do
+  name=$(basename "$t" .test)
+  dir=${name//_//}
+  if chroot "$ROOT" env LD_LIBRARY_PATH=/work/repo/cgotorch/build/torch2 GOTORCH_DATA_DIR=/work/shared/data \
+       OMP_WAIT_POLICY=PASSIVE HOME=/root sh -c "cd /work/repo/$dir && /work/repo/bin/torch2/$name.test -test.timeout 20m" > "$W/$name.log" 2>&1; then
+    echo "ok   $dir ($(tail -1 "$W/$name.log"))"
+  else
+    echo "FAIL $dir"; tail -40 "$W/$name.log"; fail=1
+  fi
+done
+exit $fail
