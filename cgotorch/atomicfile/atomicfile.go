@@ -6,6 +6,7 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,6 +52,46 @@ func WriteFile(path string, perm os.FileMode, write func(w io.Writer) error) (er
 		return err
 	}
 	return syncDir(dir)
+}
+
+// TempName creates an empty temporary file next to path (same directory,
+// name ".<base>.tmp-<random>") and returns its name, for writers that open
+// the file themselves (such as libhdf5). Finish with Commit, or remove it.
+func TempName(path string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("%s: create temporary file: %w", path, err)
+	}
+	name := f.Name()
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	return name, nil
+}
+
+// Commit fsyncs the finished temporary file tmp, renames it to path and
+// fsyncs the directory. On failure it removes tmp and path is untouched.
+func Commit(tmp, path string, perm os.FileMode) (err error) {
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("%s: syncing %s: %w", path, tmp, err)
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // WriteBytes is WriteFile for an in-memory payload.

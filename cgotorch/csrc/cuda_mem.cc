@@ -10,6 +10,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #endif
 
 namespace {
@@ -26,9 +27,20 @@ c10::DeviceIndex cuda_index(int32_t device) {
   return static_cast<c10::DeviceIndex>(device);
 }
 
+// CUDA runtime entry points are looked up in the libcudart that libtorch_cuda
+// already loaded, so the shim needs no link-time dependency on a versioned
+// libcudart (the wheel ships libcudart.so.NN only).
+template <class F>
+F runtime_fn(const char *name) {
+  void *p = dlsym(RTLD_DEFAULT, name);
+  if (p == nullptr) throw std::runtime_error(std::string("CUDA runtime symbol not found: ") + name);
+  return reinterpret_cast<F>(p);
+}
+
 void check_cuda(cudaError_t e, const char *what) {
   if (e != cudaSuccess) {
-    std::string m = std::string(what) + ": " + cudaGetErrorString(e);
+    auto err_str = runtime_fn<const char *(*)(cudaError_t)>("cudaGetErrorString");
+    std::string m = std::string(what) + ": " + err_str(e);
     if (e == cudaErrorMemoryAllocation) throw std::runtime_error(m + " (out of memory)");
     throw std::runtime_error(m);
   }
@@ -144,7 +156,8 @@ cgt_status cgt_cuda_memory_stats(int32_t device, int32_t with_snapshot,
       if (seg.device != d) continue;
       nseg++;
       for (const auto &b : seg.blocks)
-        if (!b.allocated && !b.active && b.size > largest) largest = b.size;
+        if (!b.allocated && !b.active && static_cast<int64_t>(b.size) > largest)
+          largest = static_cast<int64_t>(b.size);
     }
     out->largest_free_block = largest;
     out->num_segments = nseg;
@@ -175,7 +188,8 @@ cgt_status cgt_cuda_mem_get_info(int32_t device, int64_t *free_bytes,
 #ifdef CGT_WITH_CUDA
   c10::cuda::CUDAGuard guard(cuda_index(device));
   size_t f = 0, t = 0;
-  check_cuda(cudaMemGetInfo(&f, &t), "cudaMemGetInfo");
+  auto mem_get_info = runtime_fn<cudaError_t (*)(size_t *, size_t *)>("cudaMemGetInfo");
+  check_cuda(mem_get_info(&f, &t), "cudaMemGetInfo");
   *free_bytes = static_cast<int64_t>(f);
   *total_bytes = static_cast<int64_t>(t);
 #else
@@ -202,8 +216,8 @@ cgt_status cgt_cuda_pci_bus_id(int32_t device, char **out) noexcept {
   if (out == nullptr) throw cgt::invalid("nil out pointer");
 #ifdef CGT_WITH_CUDA
   char buf[64] = {0};
-  check_cuda(cudaDeviceGetPCIBusId(buf, sizeof(buf), static_cast<int>(cuda_index(device))),
-             "cudaDeviceGetPCIBusId");
+  auto bus_id = runtime_fn<cudaError_t (*)(char *, int, int)>("cudaDeviceGetPCIBusId");
+  check_cuda(bus_id(buf, sizeof(buf), static_cast<int>(cuda_index(device))), "cudaDeviceGetPCIBusId");
   size_t n = std::strlen(buf);
   char *p = static_cast<char *>(std::malloc(n + 1));
   if (p == nullptr) throw std::bad_alloc();
