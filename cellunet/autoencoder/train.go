@@ -71,6 +71,9 @@ type TrainConfig struct {
 	Out io.Writer
 	// OnLog, if set, is called with every logged point.
 	OnLog func(LogPoint)
+	// AfterStep, if set, is called after every step's update at the fixed
+	// phase where memory is sampled (the memory monitor).
+	AfterStep func(step int)
 }
 
 // DefaultTrainConfig is the reference's training for genes genes on the
@@ -282,6 +285,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 			return res, fmt.Errorf("autoencoder: step %d: %w", label, err)
 		}
 		tr.step++
+		if tr.cfg.AfterStep != nil {
+			tr.cfg.AfterStep(label)
+		}
 		last := tr.step == tr.cfg.MaxSteps
 		if label%tr.cfg.LogEvery == 0 || last {
 			lp, err := tr.log(label)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"runtime"
 	"time"
 
@@ -417,3 +418,47 @@ func (tr *trainer) dump(label int, lr float64) {
 		fmt.Fprintf(tr.out, "warning: writing progress.csv: %v\n", err)
 	}
 }
+
+// Prober runs single training steps of a configuration at chosen
+// microbatch sizes, for the memory monitor's pre-flight peak prediction.
+// It holds a complete trainer (model, optimizer state, EMA); Close it
+// before training so the real run starts from the same memory.
+type Prober struct {
+	tr *trainer
+}
+
+// NewProber builds the trainer cfg describes over data. Nothing is written
+// to disk.
+func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.ResumeCheckpoint = ""
+	cfg.Hooks = Hooks{}
+	cfg.Out = nil
+	dir, err := os.MkdirTemp("", "gotorch-preflight-")
+	if err != nil {
+		return nil, err
+	}
+	cfg.SaveDir = dir
+	tr, err := newTrainer(cfg, data)
+	os.RemoveAll(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Prober{tr: tr}, nil
+}
+
+// Step runs one full step (forward, backward, optimizer and EMA) with the
+// given microbatch. It returns 0: the caller reads the allocator's peak.
+func (p *Prober) Step(microbatch int) (int64, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	p.tr.mb = microbatch
+	err := p.tr.runStep()
+	p.tr.step++
+	return 0, err
+}
+
+// Close frees the prober's trainer.
+func (p *Prober) Close() { p.tr.close() }

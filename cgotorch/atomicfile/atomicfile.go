@@ -55,9 +55,13 @@ func WriteFile(path string, perm os.FileMode, write func(w io.Writer) error) (er
 }
 
 // TempName creates an empty temporary file next to path (same directory,
+// created with parents if needed;
 // name ".<base>.tmp-<random>") and returns its name, for writers that open
 // the file themselves (such as libhdf5). Finish with Commit, or remove it.
 func TempName(path string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", fmt.Errorf("%s: create temporary file: %w", path, err)

@@ -21,8 +21,8 @@ import (
 	"strings"
 	"time"
 
-	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cellunet/trainer"
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
 

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/scdiffusion/gotorch-train/cellunet/autoencoder"
+	"github.com/scdiffusion/gotorch-train/cellunet/scdata"
+	"github.com/scdiffusion/gotorch-train/cgotorch/atomicfile"
+)
+
+func dataFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "data_dir", Usage: "input `FILE`: .h5ad (raw counts), 10x .h5 or MEX folder, or plain HDF5 with X/Y", EnvVars: env("data_dir"), Category: catData},
+		&cli.StringFlag{Name: "label_key", Value: scdata.DefaultLabelKey, Usage: "obs `COLUMN` with the cell labels (the reference hard-codes celltype)", EnvVars: env("label_key"), Category: catData},
+		&cli.BoolFlag{Name: "no_labels", Usage: "read no labels (10x inputs carry none)", EnvVars: env("no_labels"), Category: catData},
+		&cli.BoolFlag{Name: "use_raw", Usage: "read raw/X and raw/var of an .h5ad instead of X", EnvVars: env("use_raw"), Category: catData},
+		&cli.StringFlag{Name: "genome", Usage: "`GENOME` of a 10x file with several", EnvVars: env("genome"), Category: catData},
+	}
+}
+
+// loadData opens and preprocesses the --data_dir input exactly as the
+// reference (filter genes/cells, unique names, labels, normalize_total,
+// log1p), streaming rows; the result is a CSR matrix.
+func loadData(c *cli.Context, out io.Writer) (*scdata.Preprocessed, error) {
+	path := c.String("data_dir")
+	if path == "" {
+		return nil, usagef("--data_dir is required")
+	}
+	start := time.Now()
+	ds, err := scdata.Open(path, scdata.OpenOptions{
+		LabelKey: c.String("label_key"), NoLabels: c.Bool("no_labels"),
+		UseRaw: c.Bool("use_raw"), Genome: c.String("genome"),
+	})
+	if err != nil {
+		return nil, dataErr(err)
+	}
+	defer ds.Close()
+	fmt.Fprintf(out, "data: %s (%s), %d cells × %d genes\n", path, ds.Format(), ds.NumCells(), ds.NumGenes())
+	pp, err := scdata.Preprocess(ds, scdata.PreprocessConfig{})
+	if err != nil {
+		return nil, dataErr(err)
+	}
+	fmt.Fprintf(out, "preprocessed in %.1fs: %d cells × %d genes kept (of %d × %d), %d non-zeros, %d classes\n",
+		time.Since(start).Seconds(), pp.X.Rows, pp.X.Cols, pp.CellsIn, pp.GenesIn, pp.X.NNZ(), len(pp.Classes))
+	if pp.NonIntegerCounts > 0 {
+		fmt.Fprintf(out, "warning: %d stored values are not whole numbers: is X already normalised? scDiffusion expects raw counts\n", pp.NonIntegerCounts)
+	}
+	return pp, nil
+}
+
+// rowSource adapts the preprocessed CSR matrix (no copy) to the
+// autoencoder's RowSource.
+func rowSource(x *scdata.CSR) *autoencoder.CSR {
+	return &autoencoder.CSR{NumRows: x.Rows, NumCols: x.Cols, Indptr: x.Indptr, Indices: x.Indices, Data: x.Data}
+}
+
+// writeLines writes one name per line, atomically (genes.txt, classes.txt).
+func writeLines(path string, lines []string) error {
+	return atomicfile.WriteFile(path, 0o644, func(w io.Writer) error {
+		_, err := io.WriteString(w, strings.Join(lines, "\n")+"\n")
+		return err
+	})
+}
+
+// readLines reads a genes.txt / classes.txt file.
+func readLines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimRight(string(b), "\n")
+	if s == "" {
+		return nil, nil
+	}
+	return strings.Split(s, "\n"), nil
+}
+
+// checkGenes compares the data's kept genes with the genes.txt written next
+// to an autoencoder checkpoint, when there is one.
+func checkGenes(vaePath string, genes []string) error {
+	path := filepath.Join(filepath.Dir(vaePath), "genes.txt")
+	want, err := readLines(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return dataErr(err)
+	}
+	if len(want) != len(genes) {
+		return dataErr(fmt.Errorf("%s lists %d genes but the preprocessed data has %d: the autoencoder was trained on other data", path, len(want), len(genes)))
+	}
+	for i := range want {
+		if want[i] != genes[i] {
+			return dataErr(fmt.Errorf("%s: gene %d is %q but the data has %q: the autoencoder was trained on other genes", path, i, want[i], genes[i]))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+// Command gotorch-train trains scDiffusion (autoencoder, Cell_Unet
+// diffusion backbone) on single-cell RNA-seq data with libtorch, watching
+// CPU and GPU memory as it goes. Run `gotorch-train --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+)
+
+// Exit codes, documented in the help text (EXIT STATUS).
+const (
+	exitOK     = 0
+	exitError  = 1 // unexpected failure
+	exitUsage  = 2 // bad flags or arguments
+	exitData   = 3 // unreadable or invalid input data or checkpoint
+	exitOOM    = 4 // out of memory (after the report and any retries)
+	exitDevice = 5 // the requested device is unavailable (e.g. no CUDA)
+)
+
+const exitStatusHelp = `EXIT STATUS:
+   0  success (also after Ctrl-C/SIGTERM, once the checkpoint is written)
+   1  unexpected error
+   2  usage error (bad flag or value)
+   3  data error (missing, unreadable or invalid input file or checkpoint)
+   4  out of memory (the report above says why and what to change)
+   5  device unavailable (e.g. --device cuda without a GPU or with the CPU build)`
+
+// usageError and dataError classify failures for the exit code.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+type dataError struct{ err error }
+
+func (e dataError) Error() string { return e.err.Error() }
+func (e dataError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func dataErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var d dataError
+	if errors.As(err, &d) {
+		return err
+	}
+	return dataError{err}
+}
+
+// exitCode maps an error to the documented exit status, in one place.
+func exitCode(err error) int {
+	var u usageError
+	var d dataError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, ct.ErrOutOfMemory):
+		return exitOOM
+	case errors.Is(err, ct.ErrNoCUDA):
+		return exitDevice
+	case errors.As(err, &u):
+		return exitUsage
+	case errors.As(err, &d):
+		return exitData
+	}
+	return exitError
+}
+
+func main() { os.Exit(mainRun(os.Args, os.Stdout, os.Stderr)) }
+
+// mainRun runs the command line and returns the exit status; only main exits.
+func mainRun(args []string, stdout, stderr io.Writer) int {
+	// SIGINT/SIGTERM cancel the context: training finishes the current step,
+	// writes a checkpoint and returns.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, args)
+	if err != nil {
+		fmt.Fprintln(stderr, "gotorch-train:", err)
+	}
+	return exitCode(err)
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "gotorch-train",
+		Usage: "train scDiffusion on single-cell data with libtorch, memory-aware",
+		Description: "Pipeline: train-ae (autoencoder on an .h5ad) → encode (cells → 128-d latents) → train (Cell_Unet diffusion).\n" +
+			"Flags keep the reference scDiffusion scripts' names; every flag can also be set with the\n" +
+			"environment variable GOTORCH_<FLAG NAME IN CAPITALS>.\n\n" + exitStatusHelp,
+		Writer:                 stdout,
+		ErrWriter:              stderr,
+		HideHelpCommand:        true,
+		UseShortOptionHandling: false,
+		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
+			return usageError{err}
+		},
+		Commands: []*cli.Command{
+			newInfoCommand(),
+			newTrainAECommand(),
+			newEncodeCommand(),
+			newTrainCommand(),
+		},
+	}
+}
