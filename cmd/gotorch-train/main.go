@@ -80,14 +80,17 @@ func exitCode(err error) int {
 	return exitError
 }
 
-func main() { os.Exit(mainRun(os.Args, os.Stdout, os.Stderr)) }
-
-// mainRun runs the command line and returns the exit status; only main exits.
-func mainRun(args []string, stdout, stderr io.Writer) int {
+func main() {
 	// SIGINT/SIGTERM cancel the context: training finishes the current step,
 	// writes a checkpoint and returns.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	code := mainRun(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// mainRun runs the command line and returns the exit status; only main exits.
+func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	err := app.RunContext(ctx, args)
 	if err != nil {
@@ -97,7 +100,8 @@ func mainRun(args []string, stdout, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	onUsage := func(c *cli.Context, err error, isSubcommand bool) error { return usageError{err} }
+	app := &cli.App{
 		Name:  "gotorch-train",
 		Usage: "train scDiffusion on single-cell data with libtorch, memory-aware",
 		Description: "Pipeline: train-ae (autoencoder on an .h5ad) → encode (cells → 128-d latents) → train (Cell_Unet diffusion).\n" +
@@ -107,9 +111,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:              stderr,
 		HideHelpCommand:        true,
 		UseShortOptionHandling: false,
-		OnUsageError: func(c *cli.Context, err error, isSubcommand bool) error {
-			return usageError{err}
-		},
+		OnUsageError:           onUsage,
 		Commands: []*cli.Command{
 			newInfoCommand(),
 			newTrainAECommand(),
@@ -117,4 +119,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newTrainCommand(),
 		},
 	}
+	for _, c := range app.Commands {
+		c.OnUsageError = onUsage
+	}
+	return app
 }
