@@ -42,7 +42,7 @@ LDFLAGS_SHIM := -shared -Wl,-soname,libcgotorch.so -Wl,--no-undefined $(OPENMP)
 # Runtime settings for tests and benchmarks: passive OpenMP waits (spinning
 # workers made 2-thread runs on 2 vCPUs slow and erratic), and the real data.
 export OMP_WAIT_POLICY ?= PASSIVE
-export GOTORCH_DATA_DIR ?= $(abspath ../shared/data)
+export GOTORCH_TESTDATA_DIR ?= $(abspath ../shared/data)
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 .PHONY: help deps shim build test test-race vet fmt bench bench-ops clean fixtures gpu-binaries

@@ -181,3 +181,39 @@ print(json.dumps({"type": type(sd).__name__, "keys": list(sd.keys()),
 		t.Errorf("optimizer dict as seen by torch.load: %+v", got)
 	}
 }
+
+// TestSafetensorsReadByPythonSafetensors: Python's safetensors library reads
+// what SaveSafetensors writes. Debian 12 does not package it; CI's libtorch
+// 2.x chroot (Debian trixie) has python3-safetensors, so the test runs there.
+func TestSafetensorsReadByPythonSafetensors(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import safetensors.numpy").Run(); err != nil {
+		t.Skip("python3-safetensors is not installed here (it runs in scripts/ci-torch2.sh's trixie chroot)")
+	}
+	s := ct.NewScope()
+	defer s.Close()
+	path := filepath.Join(t.TempDir(), "x.safetensors")
+	a := s.Arange(0, 6, 1, ct.Options{}).View(2, 3)
+	b := s.Full(-3, ct.Of(ct.Int64), 4)
+	if err := ct.SaveSafetensors(path, []ct.Named{{Name: "a", T: a}, {Name: "b", T: b}}, map[string]string{"step": "9"}); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import json, sys
+from safetensors import safe_open
+from safetensors.numpy import load_file
+d = load_file(sys.argv[1])
+with safe_open(sys.argv[1], framework="np") as f:
+    meta = f.metadata()
+print(json.dumps({"a": d["a"].tolist(), "a_dtype": str(d["a"].dtype), "b": d["b"].tolist(), "meta": meta}))
+`
+	out, err := exec.Command(py, "-c", script, path).Output()
+	if err != nil {
+		t.Fatalf("safetensors could not read the file: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	want := `{"a": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], "a_dtype": "float32", "b": [-3, -3, -3, -3], "meta": {"step": "9"}}`
+	if got := lines[len(lines)-1]; got != want {
+		t.Errorf("python safetensors read\n%s\nwant\n%s", got, want)
+	}
+}

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${TRIXIE_ROOT:-/var/tmp/gotorch-trixie}
 REPO=$PWD
-DATA=${GOTORCH_DATA_DIR:-$REPO/../shared/data}
+DATA=${GOTORCH_TESTDATA_DIR:-$REPO/../shared/data}
 PKGS="libtorch-dev g++ make python3-torch python3-numpy python3-safetensors"
 
 if ! chroot "$ROOT" sh -c "dpkg -s $PKGS >/dev/null 2>&1" 2>/dev/null; then
@@ -50,7 +50,7 @@ fail=0
 for t in "$W"/repo/bin/torch2/*.test; do
   name=$(basename "$t" .test)
   dir=${name//_//}
-  if chroot "$ROOT" env LD_LIBRARY_PATH=/work/repo/cgotorch/build/torch2 GOTORCH_DATA_DIR=/work/shared/data \
+  if chroot "$ROOT" env LD_LIBRARY_PATH=/work/repo/cgotorch/build/torch2 GOTORCH_TESTDATA_DIR=/work/shared/data \
        OMP_WAIT_POLICY=PASSIVE HOME=/root sh -c "cd /work/repo/$dir && /work/repo/bin/torch2/$name.test -test.timeout 20m" > "$W/$name.log" 2>&1; then
     echo "ok   $dir ($(tail -1 "$W/$name.log"))"
   else

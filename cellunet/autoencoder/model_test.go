@@ -157,17 +157,22 @@ func TestTrainStepMatchesPyTorch(t *testing.T) {
 		scale := s.Adopt(want.Abs().Max()).Item()
 		cgotorchtest.AssertClose(t, "grad "+p.Name, p.T.Grad(s), want, 1e-5, 1e-6*scale)
 	}
+	// The AdamW step is checked on PyTorch's own gradients: where a gradient
+	// is at rounding-noise level (the exactly-zero pre-BatchNorm biases, or a
+	// stray element elsewhere), Adam's first step is ±lr depending on the
+	// noise's sign, so feeding our own gradients would compare noise.
+	ct.NoGrad(func() {
+		for _, p := range st.Params() {
+			p.T.Grad(s).Copy_(g["grad."+p.Name])
+		}
+	})
 	m1, v1 := s.Zeros(ct.Options{}, st.NumParams()), s.Zeros(ct.Options{}, st.NumParams())
 	err := ct.FusedAdamW(st.FlatParams(), st.FlatGrads(), m1, v1, 1, ct.AdamWConfig{LR: 5e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}, ct.FusedStep{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range st.Params() {
-		at := atol
-		if preBN(p.Name) {
-			at = 5e-4 * 1.01 // at most one learning rate apart (see above)
-		}
-		cgotorchtest.AssertClose(t, "after AdamW "+p.Name, p.T.Detach(), g["step1."+p.Name], rtol, at)
+		cgotorchtest.AssertClose(t, "after AdamW "+p.Name, p.T.Detach(), g["step1."+p.Name], rtol, atol)
 	}
 }
 

@@ -122,12 +122,12 @@ func RSS(tb testing.TB) int64 {
 	return resident * int64(os.Getpagesize())
 }
 
-// DataDir is the shared real-data directory: $GOTORCH_DATA_DIR, else
+// DataDir is the shared real-data directory: $GOTORCH_TESTDATA_DIR, else
 // ../shared/data beside the repository root (the directory with go.mod).
 // It fails the test if the directory does not exist.
 func DataDir(tb testing.TB) string {
 	tb.Helper()
-	dir := os.Getenv("GOTORCH_DATA_DIR")
+	dir := os.Getenv("GOTORCH_TESTDATA_DIR")
 	if dir == "" {
 		wd, err := os.Getwd()
 		if err != nil {
@@ -139,12 +139,12 @@ func DataDir(tb testing.TB) string {
 				break
 			}
 			if filepath.Dir(d) == d {
-				tb.Fatalf("no go.mod above %s and GOTORCH_DATA_DIR unset", wd)
+				tb.Fatalf("no go.mod above %s and GOTORCH_TESTDATA_DIR unset", wd)
 			}
 		}
 	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		tb.Fatalf("shared data directory %s not found (set GOTORCH_DATA_DIR)", dir)
+		tb.Fatalf("shared data directory %s not found (set GOTORCH_TESTDATA_DIR)", dir)
 	}
 	return dir
 }

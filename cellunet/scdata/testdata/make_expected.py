@@ -5,9 +5,9 @@ read as, computed independently of the Go code with h5py, numpy and scipy.
 Run with Debian's /usr/bin/python3 (python3-h5py, python3-numpy,
 python3-scipy) from this folder:
 
-    GOTORCH_DATA_DIR=/path/to/shared/data /usr/bin/python3 make_expected.py
+    GOTORCH_TESTDATA_DIR=/path/to/shared/data /usr/bin/python3 make_expected.py
 
-Without GOTORCH_DATA_DIR the data folder is <repo root>/../shared/data.
+Without GOTORCH_TESTDATA_DIR the data folder is <repo root>/../shared/data.
 For every case it records the shape, nnz, first/last names, SHA-256 of the
 gene names, barcodes and labels (joined with "\n"), label counts, per-row
 nnz (SHA-256 of int64 LE and the first 10), row sums, a SHA-256 of the
@@ -23,14 +23,14 @@ import scipy.sparse as sp
 
 
 def data_dir():
-    d = os.environ.get("GOTORCH_DATA_DIR")
+    d = os.environ.get("GOTORCH_TESTDATA_DIR")
     if d:
         return d
     p = os.path.abspath(os.getcwd())
     while not os.path.exists(os.path.join(p, "go.mod")):
         q = os.path.dirname(p)
         if q == p:
-            sys.exit("no go.mod above the working directory and GOTORCH_DATA_DIR unset")
+            sys.exit("no go.mod above the working directory and GOTORCH_TESTDATA_DIR unset")
         p = q
     return os.path.join(p, "..", "shared", "data")
 

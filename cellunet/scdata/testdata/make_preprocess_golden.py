@@ -4,7 +4,7 @@
 Run with Debian's /usr/bin/python3 (python3-anndata 0.8, h5py, numpy,
 scipy, pandas) from this folder:
 
-    GOTORCH_DATA_DIR=/path/to/shared/data /usr/bin/python3 make_preprocess_golden.py
+    GOTORCH_TESTDATA_DIR=/path/to/shared/data /usr/bin/python3 make_preprocess_golden.py
 
 1. Writes synthetic_counts.h5ad: a small AnnData (CSR, obs/celltype) built
    to hit the edges of the reference steps (asserted below): duplicate gene

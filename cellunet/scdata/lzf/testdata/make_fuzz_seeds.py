@@ -1,13 +1,13 @@
 #!/usr/bin/python3
 """Extract real LZF chunks written by h5py (the anndata 0.7 fixtures) as
 seeds for FuzzDecompress (and TestH5pyChunks). Run from this folder with
-/usr/bin/python3 (python3-h5py); GOTORCH_DATA_DIR defaults to
+/usr/bin/python3 (python3-h5py); GOTORCH_TESTDATA_DIR defaults to
 /work/shared/data."""
 import os
 import h5py
 import numpy as np
 
-DATA = os.environ.get("GOTORCH_DATA_DIR", "/work/shared/data")
+DATA = os.environ.get("GOTORCH_TESTDATA_DIR", "/work/shared/data")
 OUT = "fuzz/FuzzDecompress"
 
 
