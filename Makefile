@@ -35,7 +35,7 @@ else
   $(error FLAVOR must be cpu or cuda, not $(FLAVOR))
 endif
 
-CXXFLAGS_SHIM := -std=c++17 -O2 -fPIC -Wall -Wno-unused-function -fvisibility=hidden \
+CXXFLAGS_SHIM := -std=c++17 -O3 -fno-math-errno -fPIC -Wall -Wno-unused-function -fvisibility=hidden \
 	-D_GLIBCXX_USE_CXX11_ABI=$(TORCH_ABI) $(TORCH_DEFS) $(TORCH_INC) $(OPENMP)
 LDFLAGS_SHIM := -shared -Wl,-soname,libcgotorch.so -Wl,--no-undefined $(OPENMP)
 
@@ -73,7 +73,7 @@ $(SHIM_DIR)/torch.mk: scripts/probe_torch.py
 	@mkdir -p $(SHIM_DIR)
 	$(TORCH_PYTHON) scripts/probe_torch.py > $@.tmp && mv $@.tmp $@
 
-$(SHIM_DIR)/%.o: cgotorch/csrc/%.cc $(SHIM_HDRS) | $(SHIM_DIR)/.dir
+$(SHIM_DIR)/%.o: cgotorch/csrc/%.cc $(SHIM_HDRS) Makefile | $(SHIM_DIR)/.dir
 	$(CXX) $(CXXFLAGS_SHIM) -c $< -o $@
 
 $(SHIM): $(SHIM_OBJS)

@@ -64,7 +64,20 @@ type Config struct {
 	// UntrackedCPUAllocator keeps libtorch's own CPU allocator. By default Init
 	// installs the byte-counting CPU allocator behind CPUAllocatorStats.
 	UntrackedCPUAllocator bool
+	// MallocMmapThreshold is glibc's M_MMAP_THRESHOLD for host tensor
+	// memory: smaller allocations come from the heap and are reused instead
+	// of being unmapped and page-faulted in again every step. Zero means
+	// DefaultMallocMmapThreshold (the retained memory can be handed back
+	// with MallocTrim); negative leaves glibc's dynamic default. The
+	// MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ environment variables,
+	// when set, take precedence.
+	MallocMmapThreshold int64
 }
+
+// DefaultMallocMmapThreshold keeps allocations up to 256 MiB on the heap
+// (every training tensor; a dense multi-GB matrix is still mmap'd and
+// returned to the system when freed). Heap memory is trimmed above twice that.
+const DefaultMallocMmapThreshold = 256 << 20
 
 // Init checks that the loaded library matches this package's ABI, applies cfg,
 // and returns the build identity. Call it once from main before any tensor
@@ -82,6 +95,12 @@ func Init(cfg Config) (BuildInfo, error) {
 	}
 	if !cfg.UntrackedCPUAllocator {
 		C.cgt_cpu_alloc_install()
+	}
+	if t := cfg.MallocMmapThreshold; t >= 0 && os.Getenv("MALLOC_MMAP_THRESHOLD_") == "" && os.Getenv("MALLOC_TRIM_THRESHOLD_") == "" {
+		if t == 0 {
+			t = DefaultMallocMmapThreshold
+		}
+		C.cgt_malloc_tune(C.int64_t(t), C.int64_t(2*t))
 	}
 	if cfg.Threads > 0 {
 		if err := SetNumThreads(cfg.Threads); err != nil {
@@ -116,3 +135,12 @@ func ParallelInfo() (string, error) {
 // LiveTensors is the number of tensor handles created and not yet freed,
 // counted on the C side. Leak tests assert it returns to its baseline.
 func LiveTensors() int64 { return int64(C.cgt_live_tensors()) }
+
+// MallocTrim hands free heap memory back to the system (glibc
+// malloc_trim(0)); it reports whether any was released. The memory monitor's
+// cleanup calls it.
+func MallocTrim() bool { return C.cgt_malloc_trim() != 0 }
+
+// OpenBLASCore is the kernel family OpenBLAS selected for this CPU (e.g.
+// "Haswell"), or "" when OpenBLAS is not the BLAS libtorch uses.
+func OpenBLASCore() string { return C.GoString(C.cgt_openblas_corename()) }

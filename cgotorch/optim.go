@@ -265,7 +265,14 @@ func shapeEqual(a, b []int64) bool {
 
 // FusedStep configures FusedAdamW beyond the AdamW hyper-parameters.
 type FusedStep struct {
-	// GradScale multiplies the gradient before use (1/loss scale); 0 means 1.
+	// Grads and GradNumel give the gradient as segments laid end to end
+	// (per-parameter gradients allocated by autograd, in flat order) when
+	// FusedAdamW's g is nil: GradNumel[k] elements each; a nil Grads[k] is a
+	// zero gradient.
+	Grads     []*Tensor
+	GradNumel []int64
+	// GradScale multiplies the gradient in place before use (1/loss
+	// scale); 0 means 1.
 	GradScale float64
 	// EMAs are updated after the step: EMAs[k] = Rates[k]·EMAs[k] + (1-Rates[k])·p.
 	EMAs  []*Tensor
@@ -281,8 +288,9 @@ type FusedStep struct {
 // FusedAdamW applies one AdamW update to flat buffers in a single pass over
 // memory (CPU) or a few whole-buffer kernels (CUDA), with the options of fs.
 // step is the 1-based update count for bias correction. The arithmetic is
-// PyTorch's AdamW; p, g, m, v and every EMA must be contiguous float tensors
-// with the same numel on the same device.
+// PyTorch's AdamW; p, m, v and every EMA must be contiguous float tensors
+// with the same numel on the same device; the gradient is g (same layout)
+// or, if g is nil, fs.Grads.
 func FusedAdamW(p, g, m, v *Tensor, step int64, cfg AdamWConfig, fs FusedStep) error {
 	emas, rates := fs.EMAs, fs.Rates
 	if len(emas) != len(rates) {
@@ -290,12 +298,27 @@ func FusedAdamW(p, g, m, v *Tensor, step int64, cfg AdamWConfig, fs FusedStep) e
 	}
 	var hp, hg, hm, hv, hs C.cgt_tensor
 	var he []C.cgt_tensor
+	var hgs []C.cgt_tensor
+	if g == nil && len(fs.Grads) != len(fs.GradNumel) {
+		return misuse("fused_adamw", "one numel per gradient segment")
+	}
 	if err := Try(func() {
-		hp, hg, hm, hv = p.handle("fused_adamw"), g.handle("fused_adamw"), m.handle("fused_adamw"), v.handle("fused_adamw")
+		hp, hm, hv = p.handle("fused_adamw"), m.handle("fused_adamw"), v.handle("fused_adamw")
+		hg = optHandle(g, "fused_adamw")
 		he = handles("fused_adamw", emas)
 		hs = optHandle(fs.SumSq, "fused_adamw")
+		if g == nil {
+			hgs = make([]C.cgt_tensor, len(fs.Grads))
+			for i, t := range fs.Grads {
+				hgs[i] = optHandle(t, "fused_adamw")
+			}
+		}
 	}); err != nil {
 		return err
+	}
+	var np *C.int64_t
+	if len(fs.GradNumel) > 0 {
+		np = (*C.int64_t)(unsafe.Pointer(&fs.GradNumel[0]))
 	}
 	var rp *C.double
 	if len(rates) > 0 {
@@ -305,7 +328,7 @@ func FusedAdamW(p, g, m, v *Tensor, step int64, cfg AdamWConfig, fs FusedStep) e
 	if scale == 0 {
 		scale = 1
 	}
-	return check("fused_adamw", C.cgt_fused_adamw_(hp, hg, hm, hv, C.int64_t(step), cfg.c(), C.double(scale), listPtr(he), rp, C.int32_t(len(he)), cbool(fs.ZeroGrad), hs))
+	return check("fused_adamw", C.cgt_fused_adamw_(hp, hg, listPtr(hgs), np, C.int32_t(len(hgs)), hm, hv, C.int64_t(step), cfg.c(), C.double(scale), listPtr(he), rp, C.int32_t(len(he)), cbool(fs.ZeroGrad), hs))
 }
 
 // EMAUpdate does ema = rate·ema + (1-rate)·p in place, outside autograd.

@@ -173,12 +173,41 @@ func SavePT(path string, obj any) error {
 	})
 }
 
+// PTTensorStream describes t as a ptfile.Tensor whose bytes are copied to
+// the writer in chunks when the file is written, so saving holds no full
+// host copy of it. The helper handles it needs belong to s, which must stay
+// open until the file is written.
+func PTTensorStream(s *Scope, name string, t *Tensor) (ptfile.Tensor, error) {
+	var pt ptfile.Tensor
+	err := Try(func() {
+		dt := t.DType()
+		es := int64(dt.Size())
+		pt = ptfile.Tensor{Name: name, DType: ptDTypeName[dt], Shape: t.Shape()}
+		d := t.Detach()
+		c := d.Contiguous()
+		flat := s.Adopt(c.Reshape(-1))
+		d.Free()
+		c.Free()
+		pt.Source = func(dst []byte, off int64) error {
+			return Try(func() {
+				part := flat.Narrow(0, off/es, int64(len(dst))/es)
+				part.CopyBytes(dst)
+				part.Free()
+			})
+		}
+	})
+	return pt, err
+}
+
 // SaveStateDictPT writes ts as a state_dict (an OrderedDict of tensors, in
-// order) that torch.load and Module.load_state_dict accept.
+// order) that torch.load and Module.load_state_dict accept, streaming each
+// tensor in 1 MiB chunks.
 func SaveStateDictPT(path string, ts []Named) error {
+	s := NewScope()
+	defer s.Close()
 	pts := make([]ptfile.Tensor, len(ts))
 	for i, n := range ts {
-		pt, err := PTTensor(n.Name, n.T)
+		pt, err := PTTensorStream(s, n.Name, n.T)
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", n.Name, err)
 		}

@@ -15,7 +15,16 @@ import (
 // ZeroGrad (never set them to none, which would detach them from the
 // buffer). Parameters must share one floating dtype and device; call
 // Flatten once, after building the model and before creating an optimizer.
-func (s *Store) Flatten() error {
+func (s *Store) Flatten() error { return s.flatten(true) }
+
+// FlattenParams is Flatten without the gradient buffer: each parameter's
+// gradient stays its own tensor, which autograd allocates in the first
+// backward after ClearGrads and then owns, so no zeroing pass and no copy
+// into a buffer are needed (the first accumulation takes the new gradient
+// as it is). Use Grads to read them and ClearGrads after the update.
+func (s *Store) FlattenParams() error { return s.flatten(false) }
+
+func (s *Store) flatten(withGrads bool) error {
 	if s.flat != nil {
 		return nil
 	}
@@ -33,7 +42,10 @@ func (s *Store) Flatten() error {
 		s.flatOff[len(ps)] = total
 		o := ct.Options{DType: s.dtype, Device: s.device}
 		flat := ct.Zeros(o, total)
-		grad := ct.Zeros(o, total)
+		var grad *ct.Tensor
+		if withGrads {
+			grad = ct.Zeros(o, total)
+		}
 		ct.NoGrad(func() {
 			for i, p := range ps {
 				shape := p.T.Shape()
@@ -42,8 +54,10 @@ func (s *Store) Flatten() error {
 				view := sc.Adopt(flat.Narrow(0, s.flatOff[i], n)).View(shape...)
 				view.Copy_(p.T)
 				leaf := sc.Keep(view.Detach()).SetRequiresGrad(true)
-				gview := sc.Adopt(grad.Narrow(0, s.flatOff[i], n)).View(shape...)
-				leaf.SetGrad(gview)
+				if grad != nil {
+					gview := sc.Adopt(grad.Narrow(0, s.flatOff[i], n)).View(shape...)
+					leaf.SetGrad(gview)
+				}
 				sc.Close()
 				p.T.Free()
 				p.T = leaf
@@ -57,7 +71,8 @@ func (s *Store) Flatten() error {
 // before Flatten). It is owned by the store; do not free it.
 func (s *Store) FlatParams() *ct.Tensor { return s.flat }
 
-// FlatGrads is the contiguous buffer behind all gradients (nil before Flatten).
+// FlatGrads is the contiguous buffer behind all gradients (nil before
+// Flatten, and after FlattenParams).
 func (s *Store) FlatGrads() *ct.Tensor { return s.flatGr }
 
 // FlatOffsets returns the start of each trainable parameter in the flat
@@ -92,4 +107,26 @@ func (s *Store) ViewsOf(sc *ct.Scope, buf *ct.Tensor) []ct.Named {
 		out[i] = ct.Named{Name: p.Name, T: sc.Adopt(buf.Narrow(0, s.flatOff[i], n)).View(p.T.Shape()...)}
 	}
 	return out
+}
+
+// Grads returns the current gradient of every trainable parameter (handles
+// owned by sc aliasing the live gradients; nil where a parameter has none)
+// and each parameter's element count, in Params() order: the segments
+// cgotorch.FusedAdamW takes after FlattenParams.
+func (s *Store) Grads(sc *ct.Scope) (grads []*ct.Tensor, numel []int64) {
+	ps := s.Params()
+	grads, numel = make([]*ct.Tensor, len(ps)), make([]int64, len(ps))
+	for i, p := range ps {
+		grads[i] = p.T.Grad(sc)
+		numel[i] = p.T.Numel()
+	}
+	return grads, numel
+}
+
+// ClearGrads resets every gradient to none, releasing its memory (after
+// FlattenParams; after Flatten use ZeroGrad, which keeps the buffer).
+func (s *Store) ClearGrads() {
+	for _, p := range s.Params() {
+		p.T.SetGrad(nil)
+	}
 }

@@ -1,39 +1,59 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks of gotorch-train against eager PyTorch (Debian's
-# python3-torch at /usr/bin/python3), in one invocation, interleaved:
-#   per-op overhead, the 128-512-512-128 MLP training loop (batch 64),
-#   the Cell_Unet training step (batch 128) and its GEMM-only floor,
-# at 1 and 2 threads. Writes the raw results to bench-results.jsonl and the
-# table (with this command, the machine and the versions) to BENCHMARKS.md.
+# python3-torch at /usr/bin/python3, the same libtorch), in one invocation,
+# interleaved run by run: per-op overhead, the 128-512-512-128 MLP training
+# loop (batch 64), the Cell_Unet training step (batch 128) and its GEMM-only
+# floor, at 1 and 2 threads; then the memory monitor's cost per step and per
+# cleanup. Two environments:
+#   matched  both processes get the same OPENBLAS_CORETYPE (the kernels this
+#            CPU supports) and the same glibc malloc thresholds: like for like;
+#   default  nothing set: PyTorch runs as installed, gotorch-train as shipped
+#            (it picks the OpenBLAS kernels and tunes malloc itself).
+# Raw results go to bench-results.jsonl; BENCHMARKS.md gets the tables with
+# this command, the machine and the versions.
 #
-#   scripts/bench.sh                 # REPS=3 THREADS="1 2" STEPS=200
-#   REPS=5 STEPS=300 scripts/bench.sh
+#   scripts/bench.sh                 # REPS=3 THREADS="1 2" STEPS=200 MODES="matched default"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 THREADS=${THREADS:-1 2}
 STEPS=${STEPS:-200}
-MLP_STEPS=${MLP_STEPS:-200}
+MLP_STEPS=${MLP_STEPS:-300}
+MODES=${MODES:-matched default}
 PY=${REF_PYTHON:-/usr/bin/python3}
 OUT=${BENCH_OUT:-bench-results.jsonl}
 
 go build -o bin/gotorch-bench ./cmd/gotorch-bench
+core=$(GOTORCH_NO_BLAS_REEXEC=1 ./bin/gotorch-bench blas-advice)
 : > "$OUT"
-run() { # threads, command...
-  local t=$1; shift
-  OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t MKL_NUM_THREADS=$t OMP_WAIT_POLICY=PASSIVE "$@" >> "$OUT"
+run() { # mode threads command...
+  local mode=$1 t=$2; shift 2
+  if [ "$mode" = matched ]; then
+    env BENCH_MODE=matched OPENBLAS_CORETYPE="${core:-}" MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 \
+      OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" MKL_NUM_THREADS="$t" OMP_WAIT_POLICY=PASSIVE "$@" >> "$OUT"
+  else
+    env -u OPENBLAS_CORETYPE -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ BENCH_MODE=default \
+      OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" MKL_NUM_THREADS="$t" OMP_WAIT_POLICY=PASSIVE "$@" >> "$OUT"
+  fi
 }
-for t in $THREADS; do
-  for rep in $(seq "$REPS"); do
-    echo "threads $t, repetition $rep/$REPS" >&2
-    run "$t" ./bin/gotorch-bench ops -threads "$t"
-    run "$t" "$PY" scripts/bench/ref_bench.py ops --threads "$t"
-    run "$t" ./bin/gotorch-bench mlp -threads "$t" -steps "$MLP_STEPS"
-    run "$t" "$PY" scripts/bench/ref_bench.py mlp --threads "$t" --steps "$MLP_STEPS"
-    run "$t" ./bin/gotorch-bench step -threads "$t" -steps "$STEPS"
-    run "$t" "$PY" scripts/bench/ref_bench.py step --threads "$t" --steps "$STEPS"
-    run "$t" "$PY" scripts/bench/ref_bench.py gemm --threads "$t" --steps "$STEPS"
+for mode in $MODES; do
+  for t in $THREADS; do
+    for rep in $(seq "$REPS"); do
+      echo "$mode environment, $t thread(s), repetition $rep/$REPS" >&2
+      run "$mode" "$t" ./bin/gotorch-bench ops -threads "$t"
+      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py ops --threads "$t"
+      run "$mode" "$t" ./bin/gotorch-bench mlp -threads "$t" -steps "$MLP_STEPS"
+      run "$mode" "$t" ./bin/gotorch-bench mlp-fused -threads "$t" -steps "$MLP_STEPS"
+      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py mlp --threads "$t" --steps "$MLP_STEPS"
+      run "$mode" "$t" ./bin/gotorch-bench step -threads "$t" -steps "$STEPS"
+      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py step --threads "$t" --steps "$STEPS"
+      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py gemm --threads "$t" --steps "$STEPS"
+    done
   done
 done
-"$PY" scripts/bench/report.py "$OUT" "REPS=$REPS THREADS=\"$THREADS\" STEPS=$STEPS MLP_STEPS=$MLP_STEPS scripts/bench.sh (make bench)" > BENCHMARKS.md
+echo "memory monitor cost" >&2
+go test -run '^$' -bench 'LogMemoryUsage|CleanupMemory' -benchtime 2000x ./monitor/ | \
+  "$PY" scripts/bench/report.py --gobench >> "$OUT"
+"$PY" scripts/bench/report.py "$OUT" "$(printf 'REPS=%s THREADS="%s" STEPS=%s MLP_STEPS=%s MODES="%s" scripts/bench.sh  (make bench)' \
+  "$REPS" "$THREADS" "$STEPS" "$MLP_STEPS" "$MODES")" "$core" > BENCHMARKS.md
 cat BENCHMARKS.md

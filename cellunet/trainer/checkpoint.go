@@ -109,11 +109,11 @@ func (tr *trainer) saveOpt(s *ct.Scope, path string) error {
 		if tr.adamStep == 0 {
 			continue
 		}
-		m, err := ct.PTTensor("", ms[i].T)
+		m, err := ct.PTTensorStream(s, "", ms[i].T)
 		if err != nil {
 			return err
 		}
-		v, err := ct.PTTensor("", vs[i].T)
+		v, err := ct.PTTensorStream(s, "", vs[i].T)
 		if err != nil {
 			return err
 		}

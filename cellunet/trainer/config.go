@@ -197,9 +197,9 @@ type Hooks struct {
 	// BeforeStep runs before step S draws its batch (fault injection in tests).
 	BeforeStep func(step int)
 	// AfterBackward runs after the last slice's backward of step S, before
-	// the optimizer; grads is the flat gradient buffer (scaled by the loss
-	// scale when loss scaling is on).
-	AfterBackward func(step int, grads *ct.Tensor)
+	// the optimizer; grads are the parameters' gradients in Params() order
+	// (scaled by the loss scale when loss scaling is on).
+	AfterBackward func(step int, grads []*ct.Tensor)
 	// AfterStep runs after step S's optimizer update at the fixed phase where
 	// memory is sampled (the memory monitor: logging, cleanup, leak checks).
 	// info.Loss is the step's batch loss as a 0-dim device tensor.

@@ -104,7 +104,10 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	if tr.model, err = cellunet.New(tr.store.Root(), cfg.Model); err != nil {
 		return nil, err
 	}
-	if err := tr.store.Flatten(); err != nil {
+	// Flat parameters (AdamW and the EMAs are single passes); gradients stay
+	// autograd's own tensors, taken without a copy and released after the
+	// update, so there is no zeroing pass and no accumulation into a buffer.
+	if err := tr.store.FlattenParams(); err != nil {
 		return nil, err
 	}
 	if tr.diff, err = diffusion.New(cfg.Diffusion, cfg.Device); err != nil {
@@ -272,7 +275,7 @@ func (tr *trainer) runStep() (err error) {
 		if ferr != nil {
 			panic(ferr)
 		}
-		grads := tr.store.FlatGrads()
+		grads, numel := tr.store.Grads(s)
 		if h := tr.cfg.Hooks.AfterBackward; h != nil {
 			h(label, grads)
 		}
@@ -281,10 +284,15 @@ func (tr *trainer) runStep() (err error) {
 		scale := 1.0
 		if tr.cfg.lossScaling() {
 			// One host read per step: is the scaled gradient finite?
-			if g := ct.NormOf(s, []*ct.Tensor{grads}).Item(); math.IsNaN(g) || math.IsInf(g, 0) {
+			var present []*ct.Tensor
+			for _, g := range grads {
+				if g != nil {
+					present = append(present, g)
+				}
+			}
+			if g := ct.NormOf(s, present).Item(); math.IsNaN(g) || math.IsInf(g, 0) {
 				tr.lg--
 				skipped = true
-				grads.Zero_()
 				fmt.Fprintf(tr.out, "step %d: found NaN/inf gradients, skipped the update; lg_loss_scale now %.3f\n", label, tr.lg)
 			}
 			scale = math.Exp2(-tr.lg)
@@ -293,8 +301,8 @@ func (tr *trainer) runStep() (err error) {
 			tr.adamStep++
 			tr.sumsq.Zero_()
 			cfg := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
-			if err := ct.FusedAdamW(tr.store.FlatParams(), grads, tr.m, tr.v, tr.adamStep, cfg, ct.FusedStep{
-				GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, ZeroGrad: true, SumSq: tr.sumsq,
+			if err := ct.FusedAdamW(tr.store.FlatParams(), nil, tr.m, tr.v, tr.adamStep, cfg, ct.FusedStep{
+				Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq,
 			}); err != nil {
 				panic(err)
 			}
@@ -303,6 +311,11 @@ func (tr *trainer) runStep() (err error) {
 				tr.lg += tr.cfg.ScaleGrowth
 			}
 		}
+		// Release the gradients; the next backward allocates fresh ones.
+		for _, g := range grads {
+			g.Free()
+		}
+		tr.store.ClearGrads()
 		tr.win.addSamples(s, mse, w, t)
 		tr.sampler.Update(t, mse)
 		// The reference anneals after every step, taken or not:
@@ -333,7 +346,7 @@ func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (
 		if !errors.Is(err, ct.ErrOutOfMemory) || !tr.cfg.OOMRetry || tr.mb <= 1 {
 			return nil, err
 		}
-		if zerr := ct.Try(func() { tr.store.ZeroGrad() }); zerr != nil {
+		if zerr := ct.Try(func() { tr.store.ClearGrads() }); zerr != nil {
 			return nil, zerr
 		}
 		if tr.dev.IsCUDA() {

@@ -187,7 +187,12 @@ func TestMicrobatchEquivalence(t *testing.T) {
 		if _, err := tr.forwardBackward(s, batch, tt, w, noise); err != nil {
 			t.Fatal(err)
 		}
-		return cgotorchtest.Float64s(tr.store.FlatGrads())
+		grads, _ := tr.store.Grads(s)
+		var parts []*ct.Tensor
+		for _, g := range grads {
+			parts = append(parts, g.Reshape(-1))
+		}
+		return cgotorchtest.Float64s(ct.Cat(parts, 0))
 	}
 	whole, micro, summed := grads(128, false), grads(32, false), grads(32, true)
 	var maxAbs float64
@@ -214,9 +219,9 @@ func TestLossScalingSkipsNonFiniteStep(t *testing.T) {
 	cfg.LRAnnealSteps = 6
 	cfg.SaveInterval = 1
 	var infos []StepInfo
-	cfg.Hooks.AfterBackward = func(step int, grads *ct.Tensor) {
+	cfg.Hooks.AfterBackward = func(step int, grads []*ct.Tensor) {
 		if step == 3 {
-			grads.Narrow(0, 5, 1).Fill_(math.Inf(1))
+			grads[0].View(-1).Narrow(0, 5, 1).Fill_(math.Inf(1))
 		}
 	}
 	cfg.Hooks.AfterStep = func(step int, info StepInfo) { infos = append(infos, info) }

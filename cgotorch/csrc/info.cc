@@ -1,6 +1,10 @@
 // Build identity, thread control, status construction and dtype/device mapping.
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <malloc.h>
+
+#include <algorithm>
+#include <climits>
 
 #include "common.h"
 
@@ -144,6 +148,22 @@ int32_t cgt_get_num_threads(void) noexcept {
   } catch (...) {
     return -1;
   }
+}
+
+void cgt_malloc_tune(int64_t mmap_threshold, int64_t trim_threshold) noexcept {
+  if (mmap_threshold > 0) mallopt(M_MMAP_THRESHOLD, static_cast<int>(std::min<int64_t>(mmap_threshold, INT32_MAX)));
+  if (trim_threshold > 0) mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<int64_t>(trim_threshold, INT32_MAX)));
+}
+
+int32_t cgt_malloc_trim(void) noexcept { return malloc_trim(0) ? 1 : 0; }
+
+const char *cgt_openblas_corename(void) noexcept {
+  using fn = char *(*)();
+  if (auto f = reinterpret_cast<fn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) {
+    const char *c = f();
+    return c != nullptr ? c : "";
+  }
+  return "";
 }
 
 cgt_status cgt_parallel_info(char **out) noexcept {

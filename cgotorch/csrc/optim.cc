@@ -52,6 +52,90 @@ void check_flat(const at::Tensor &t, const at::Tensor &ref, const char *name) {
                        " must be contiguous and match the parameters' numel, dtype and device");
 }
 
+
+// The CPU kernel of cgt_fused_adamw_ over one chunk [begin, end) of the
+// flat buffers; G points at the chunk's gradient values (G[0] belongs to
+// index begin) or is null for a zero gradient. Built for AVX-512, AVX2 and
+// baseline x86-64 (the loader picks one at run time) with -fno-math-errno so
+// sqrt and division vectorise; the norms use 8 independent double
+// accumulators (vectorisable, and a fixed order, so the result does not
+// depend on the thread count).
+struct AdamWChunk {
+  float *__restrict P, *__restrict M, *__restrict V;
+  float decay, b1, omb1, b2, omb2, nss, bc2s, eps, gs;
+  bool scaled, zero;
+  float *const *E;
+  const float *R, *OMR;
+  size_t ne;
+};
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void adamw_chunk(
+    const AdamWChunk &a, float *__restrict G, int64_t begin, int64_t end, double *sg,
+    double *sp) {
+  float *__restrict P = a.P + begin, *__restrict M = a.M + begin, *__restrict V = a.V + begin;
+  const int64_t n = end - begin;
+  if (G != nullptr && a.scaled) {
+    const float gs = a.gs;
+    for (int64_t i = 0; i < n; i++) G[i] *= gs;
+  }
+  if (sg != nullptr) {
+    double ag[8] = {0}, ap[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) {
+        const float gj = G != nullptr ? G[i + j] : 0.0f;
+        ag[j] += static_cast<double>(gj) * gj;
+        ap[j] += static_cast<double>(P[i + j]) * P[i + j];
+      }
+    for (; i < n; i++) {
+      const float gj = G != nullptr ? G[i] : 0.0f;
+      ag[0] += static_cast<double>(gj) * gj;
+      ap[0] += static_cast<double>(P[i]) * P[i];
+    }
+    double tg = 0, tp = 0;
+    for (int j = 0; j < 8; j++) {
+      tg += ag[j];
+      tp += ap[j];
+    }
+    *sg = tg;
+    *sp = tp;
+  }
+  const float decay = a.decay, b1 = a.b1, omb1 = a.omb1, b2 = a.b2, omb2 = a.omb2;
+  const float nss = a.nss, bc2s = a.bc2s, eps = a.eps;
+  if (G != nullptr) {
+    for (int64_t i = 0; i < n; i++) {
+      const float gi = G[i];
+      const float mi = M[i] * b1 + omb1 * gi;
+      const float vi = V[i] * b2 + omb2 * gi * gi;
+      const float denom = std::sqrt(vi) / bc2s + eps;
+      P[i] = P[i] * decay + (nss * mi) / denom;
+      M[i] = mi;
+      V[i] = vi;
+    }
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      const float mi = M[i] * b1;
+      const float vi = V[i] * b2;
+      const float denom = std::sqrt(vi) / bc2s + eps;
+      P[i] = P[i] * decay + (nss * mi) / denom;
+      M[i] = mi;
+      V[i] = vi;
+    }
+  }
+  for (size_t k = 0; k < a.ne; k++) {
+    float *__restrict e = a.E[k] + begin;
+    const float r = a.R[k], omr = a.OMR[k];
+    for (int64_t i = 0; i < n; i++) e[i] = e[i] * r + omr * P[i];
+  }
+  if (a.zero && G != nullptr) std::memset(G, 0, static_cast<size_t>(n) * sizeof(float));
+}
+
+// One unit of work: [begin, end) of the flat buffers with its gradient.
+struct Span {
+  int64_t begin, end;
+  float *g;
+};
+
 }  // namespace
 
 extern "C" {
@@ -172,21 +256,45 @@ cgt_status cgt_adamw_set_state(cgt_optim o, int32_t i, int64_t step, cgt_tensor 
   CGT_CATCH
 }
 
-cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_tensor hv,
+cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, const cgt_tensor *grads,
+                            const int64_t *seg_numel, int32_t nseg, cgt_tensor hm, cgt_tensor hv,
                             int64_t step, cgt_adamw_options o, double grad_scale,
                             const cgt_tensor *emas, const double *rates, int32_t nema,
                             int32_t zero_grad, cgt_tensor hsumsq) noexcept {
   CGT_TRY
   c10::NoGradGuard ng;
-  at::Tensor &p = T(hp, "param"), &g = T(hg, "grad"), &m = T(hm, "exp_avg"),
-             &v = T(hv, "exp_avg_sq");
+  at::Tensor &p = T(hp, "param"), &m = T(hm, "exp_avg"), &v = T(hv, "exp_avg_sq");
   if (step < 1) throw cgt::invalid("fused_adamw: step is 1-based");
   if (nema < 0 || (nema > 0 && (emas == nullptr || rates == nullptr)))
     throw cgt::invalid("fused_adamw: bad EMA list");
   if (!p.is_contiguous()) throw cgt::invalid("fused_adamw: param must be contiguous");
-  check_flat(g, p, "grad");
   check_flat(m, p, "exp_avg");
   check_flat(v, p, "exp_avg_sq");
+  const int64_t n = p.numel();
+  // The gradient: one flat tensor, or segments laid end to end (a null
+  // segment is a zero gradient).
+  at::Tensor g;
+  std::vector<at::Tensor> segs;
+  std::vector<int64_t> seg_len;
+  if (hg != nullptr) {
+    g = T(hg, "grad");
+    check_flat(g, p, "grad");
+  } else {
+    if (nseg <= 0 || grads == nullptr || seg_numel == nullptr)
+      throw cgt::invalid("fused_adamw: need a flat gradient or gradient segments");
+    int64_t total = 0;
+    for (int32_t k = 0; k < nseg; k++) {
+      at::Tensor t = cgt::opt(grads[k]);
+      if (t.defined() && (!t.is_contiguous() || t.numel() != seg_numel[k] ||
+                          t.scalar_type() != p.scalar_type() || t.device() != p.device()))
+        throw cgt::invalid("fused_adamw: gradient segment " + std::to_string(k) +
+                           " must be contiguous with the parameter's numel, dtype and device");
+      segs.push_back(t);
+      seg_len.push_back(seg_numel[k]);
+      total += seg_numel[k];
+    }
+    if (total != n) throw cgt::invalid("fused_adamw: gradient segments do not cover the parameters");
+  }
   at::Tensor sumsq = cgt::opt(hsumsq);
   if (sumsq.defined() && (sumsq.scalar_type() != at::kDouble || sumsq.numel() != 2 ||
                           sumsq.device() != p.device() || !sumsq.is_contiguous()))
@@ -204,13 +312,6 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
   const double step_size = o.lr / bc1;
   const double bc2_sqrt = std::sqrt(bc2);
   if (p.is_cpu() && p.scalar_type() == at::kFloat) {
-    float *P = p.data_ptr<float>(), *G = g.data_ptr<float>(), *M = m.data_ptr<float>(),
-          *V = v.data_ptr<float>();
-    const float decay = static_cast<float>(1 - o.lr * o.weight_decay);
-    const float b1 = static_cast<float>(o.beta1), omb1 = static_cast<float>(1 - o.beta1);
-    const float b2 = static_cast<float>(o.beta2), omb2 = static_cast<float>(1 - o.beta2);
-    const float nss = static_cast<float>(-step_size), bc2s = static_cast<float>(bc2_sqrt);
-    const float eps = static_cast<float>(o.eps);
     std::vector<float *> E;
     std::vector<float> R, OMR;
     for (int32_t k = 0; k < nema; k++) {
@@ -218,49 +319,42 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
       R.push_back(static_cast<float>(rates[k]));
       OMR.push_back(static_cast<float>(1 - rates[k]));
     }
-    const bool zero = zero_grad != 0;
-    const float gs = static_cast<float>(grad_scale);
-    const bool scaled = grad_scale != 1.0;
-    const int64_t n = p.numel();
-    // Partial sums per fixed chunk, combined in chunk order afterwards, so the
-    // norms are deterministic for any thread count.
+    AdamWChunk args{p.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
+                    static_cast<float>(1 - o.lr * o.weight_decay), static_cast<float>(o.beta1),
+                    static_cast<float>(1 - o.beta1), static_cast<float>(o.beta2),
+                    static_cast<float>(1 - o.beta2), static_cast<float>(-step_size),
+                    static_cast<float>(bc2_sqrt), static_cast<float>(o.eps),
+                    static_cast<float>(grad_scale), grad_scale != 1.0, zero_grad != 0,
+                    E.data(), R.data(), OMR.data(), E.size()};
+    // Fixed chunks within each segment; per-chunk norm partial sums are
+    // combined in order, so the norms do not depend on the thread count.
     constexpr int64_t kChunk = 1 << 15;
-    const int64_t nchunks = (n + kChunk - 1) / kChunk;
-    std::vector<double> gsq(sumsq.defined() ? nchunks : 0), psq(sumsq.defined() ? nchunks : 0);
-    at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
+    std::vector<Span> spans;
+    auto add_spans = [&](int64_t off, int64_t len, float *gp) {
+      for (int64_t b = 0; b < len; b += kChunk)
+        spans.push_back(Span{off + b, off + std::min(len, b + kChunk), gp ? gp + b : nullptr});
+    };
+    if (g.defined()) {
+      add_spans(0, n, g.data_ptr<float>());
+    } else {
+      int64_t off = 0;
+      for (size_t k = 0; k < segs.size(); k++) {
+        add_spans(off, seg_len[k], segs[k].defined() ? segs[k].data_ptr<float>() : nullptr);
+        off += seg_len[k];
+      }
+    }
+    const int64_t ns = static_cast<int64_t>(spans.size());
+    std::vector<double> gsq(sumsq.defined() ? ns : 0), psq(sumsq.defined() ? ns : 0);
+    at::parallel_for(0, ns, 1, [&](int64_t cb, int64_t ce) {
       for (int64_t c = cb; c < ce; c++) {
-        const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
-        if (sumsq.defined()) {
-          double sg = 0, sp = 0;
-          for (int64_t i = begin; i < end; i++) {
-            const float gi = scaled ? G[i] * gs : G[i];
-            sg += static_cast<double>(gi) * gi;
-            sp += static_cast<double>(P[i]) * P[i];
-          }
-          gsq[c] = sg;
-          psq[c] = sp;
-        }
-        for (int64_t i = begin; i < end; i++) {
-          const float gi = scaled ? G[i] * gs : G[i];
-          const float mi = M[i] * b1 + omb1 * gi;
-          const float vi = V[i] * b2 + omb2 * gi * gi;
-          const float denom = std::sqrt(vi) / bc2s + eps;
-          const float pi = P[i] * decay + (nss * mi) / denom;
-          M[i] = mi;
-          V[i] = vi;
-          P[i] = pi;
-        }
-        for (size_t k = 0; k < E.size(); k++) {
-          float *e = E[k];
-          const float r = R[k], omr = OMR[k];
-          for (int64_t i = begin; i < end; i++) e[i] = e[i] * r + omr * P[i];
-        }
-        if (zero) std::memset(G + begin, 0, static_cast<size_t>(end - begin) * sizeof(float));
+        const Span &sp = spans[static_cast<size_t>(c)];
+        adamw_chunk(args, sp.g, sp.begin, sp.end, sumsq.defined() ? &gsq[c] : nullptr,
+                    sumsq.defined() ? &psq[c] : nullptr);
       }
     });
     if (sumsq.defined()) {
       double sg = 0, sp = 0;
-      for (int64_t c = 0; c < nchunks; c++) {
+      for (int64_t c = 0; c < ns; c++) {
         sg += gsq[c];
         sp += psq[c];
       }
@@ -269,18 +363,29 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, cgt_tensor hm, cgt_ten
       S[1] += sp;
     }
   } else {
-    if (grad_scale != 1.0) g.mul_(grad_scale);
+    at::Tensor gf = g;
+    if (!gf.defined()) {
+      std::vector<at::Tensor> parts;
+      for (size_t k = 0; k < segs.size(); k++)
+        parts.push_back(segs[k].defined() ? segs[k].reshape({-1}) : at::zeros({seg_len[k]}, p.options()));
+      gf = at::cat(parts);
+    }
+    if (grad_scale != 1.0) gf.mul_(grad_scale);
     if (sumsq.defined()) {
-      sumsq.select(0, 0).add_(at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kDouble).square());
+      sumsq.select(0, 0).add_(at::linalg_vector_norm(gf, 2, c10::nullopt, false, at::kDouble).square());
       sumsq.select(0, 1).add_(at::linalg_vector_norm(p, 2, c10::nullopt, false, at::kDouble).square());
     }
     p.mul_(1 - o.lr * o.weight_decay);
-    m.mul_(o.beta1).add_(g, 1 - o.beta1);
-    v.mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
+    m.mul_(o.beta1).add_(gf, 1 - o.beta1);
+    v.mul_(o.beta2).addcmul_(gf, gf, 1 - o.beta2);
     at::Tensor denom = (v.sqrt() / bc2_sqrt).add_(o.eps);
     p.addcdiv_(m, denom, -step_size);
     for (int32_t k = 0; k < nema; k++) es[static_cast<size_t>(k)].mul_(rates[k]).add_(p, 1 - rates[k]);
-    if (zero_grad) g.zero_();
+    if (zero_grad) {
+      if (g.defined()) g.zero_();
+      for (auto &t : segs)
+        if (t.defined()) t.zero_();
+    }
   }
   CGT_CATCH
 }

@@ -28,6 +28,19 @@ type Tensor struct {
 	Shape []int64
 	// Data holds the elements in row-major order, little-endian.
 	Data []byte
+	// Source, if set (Data nil), supplies the elements to the writer in
+	// chunks: it fills dst with the bytes starting at byte offset off. The
+	// writer then streams a tensor without holding a copy of it.
+	Source func(dst []byte, off int64) error
+}
+
+// nbytes is the tensor's size in bytes.
+func (t Tensor) nbytes() int64 {
+	n := int64(elemSize[t.DType])
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
 }
 
 // Contents is everything Load found: tensors in file order and plain

@@ -172,7 +172,7 @@ func (p *pickler) tensor(t Tensor) error {
 	for _, d := range t.Shape {
 		numel *= d
 	}
-	if int64(len(t.Data)) != numel*int64(elemSize[t.DType]) {
+	if t.Source == nil && int64(len(t.Data)) != numel*int64(elemSize[t.DType]) {
 		return fmt.Errorf("ptfile: tensor %q: %d bytes for shape %v of %s", t.Name, len(t.Data), t.Shape, t.DType)
 	}
 	key := strconv.Itoa(len(p.storages))
@@ -318,26 +318,55 @@ func Write(w io.Writer, archive string, obj any) error {
 	p.op(opStop)
 	cw := &countingWriter{w: w}
 	zw := zip.NewWriter(cw)
+	bytesOf := func(b []byte) Tensor {
+		return Tensor{DType: "uint8", Shape: []int64{int64(len(b))}, Data: b}
+	}
 	records := []struct {
 		name string
-		data []byte
-	}{{"data.pkl", p.buf.Bytes()}, {"byteorder", []byte("little")}}
+		t    Tensor
+	}{{"data.pkl", bytesOf(p.buf.Bytes())}, {"byteorder", bytesOf([]byte("little"))}}
 	for i, t := range p.storages {
 		records = append(records, struct {
 			name string
-			data []byte
-		}{"data/" + strconv.Itoa(i), t.Data})
+			t    Tensor
+		}{"data/" + strconv.Itoa(i), t})
 	}
 	records = append(records, struct {
 		name string
-		data []byte
-	}{"version", []byte("3\n")})
+		t    Tensor
+	}{"version", bytesOf([]byte("3\n"))})
+	buf := make([]byte, 0)
 	for _, r := range records {
-		if err := writeAligned(zw, cw, path.Join(archive, r.name), r.data); err != nil {
+		if r.t.Source != nil && len(buf) == 0 {
+			buf = make([]byte, streamChunk)
+		}
+		if err := writeAligned(zw, cw, path.Join(archive, r.name), r.t, buf); err != nil {
 			return err
 		}
 	}
 	return zw.Close()
+}
+
+// streamChunk is the buffer size for tensors written from a Source.
+const streamChunk = 1 << 20
+
+// chunks calls fn for consecutive pieces of t's bytes: Data directly, or a
+// Source read into buf.
+func chunks(t Tensor, buf []byte, fn func([]byte) error) error {
+	if t.Source == nil {
+		return fn(t.Data)
+	}
+	total := t.nbytes()
+	for off := int64(0); off < total; off += int64(len(buf)) {
+		n := min(int64(len(buf)), total-off)
+		if err := t.Source(buf[:n], off); err != nil {
+			return err
+		}
+		if err := fn(buf[:n]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type countingWriter struct {
@@ -353,8 +382,18 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 
 // writeAligned stores a record uncompressed with its data at a 64-byte
 // boundary, padding the local header's extra field as torch's writer does.
-func writeAligned(zw *zip.Writer, cw *countingWriter, name string, data []byte) error {
+// A streamed tensor is read twice: once for the CRC the header needs, once
+// to write it, so only one chunk is ever held.
+func writeAligned(zw *zip.Writer, cw *countingWriter, name string, t Tensor, buf []byte) error {
 	if err := zw.Flush(); err != nil {
+		return err
+	}
+	size := int64(len(t.Data))
+	if t.Source != nil {
+		size = t.nbytes()
+	}
+	h := crc32.NewIEEE()
+	if err := chunks(t, buf, func(b []byte) error { _, err := h.Write(b); return err }); err != nil {
 		return err
 	}
 	const headerLen = 30
@@ -366,13 +405,12 @@ func writeAligned(zw *zip.Writer, cw *countingWriter, name string, data []byte) 
 	hdr := &zip.FileHeader{Name: name, Method: zip.Store, Extra: extra}
 	hdr.SetMode(0o644)
 	// No data descriptor: sizes and CRC in the local header.
-	hdr.CRC32 = crc32.ChecksumIEEE(data)
-	hdr.CompressedSize64 = uint64(len(data))
-	hdr.UncompressedSize64 = uint64(len(data))
+	hdr.CRC32 = h.Sum32()
+	hdr.CompressedSize64 = uint64(size)
+	hdr.UncompressedSize64 = uint64(size)
 	fw, err := zw.CreateRaw(hdr)
 	if err != nil {
 		return err
 	}
-	_, err = fw.Write(data)
-	return err
+	return chunks(t, buf, func(b []byte) error { _, err := fw.Write(b); return err })
 }

@@ -23,10 +23,14 @@ import (
 
 	"github.com/scdiffusion/gotorch-train/cellunet/trainer"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cmd/internal/blasexec"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
 
 func main() {
+	if os.Getenv("BENCH_MODE") != "matched" {
+		blasexec.Reexec(os.Stderr) // what gotorch-train does by default
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "gotorch-bench:", err)
 		os.Exit(1)
@@ -35,7 +39,18 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: gotorch-bench ops|mlp|step [flags]")
+		return fmt.Errorf("usage: gotorch-bench ops|mlp|step|blas-advice [flags]")
+	}
+	if args[0] == "blas-advice" {
+		// The OpenBLAS kernel family this CPU supports, when OpenBLAS chose a
+		// weaker one (else empty): for setting OPENBLAS_CORETYPE in scripts.
+		info, _ := os.ReadFile("/proc/cpuinfo")
+		current, suggested := ct.OpenBLASAdvice(string(info))
+		if suggested == "" {
+			suggested = current
+		}
+		fmt.Println(suggested)
+		return nil
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	threads := fs.Int("threads", 1, "intra-op threads")
@@ -54,7 +69,9 @@ func run(args []string) error {
 	case "ops":
 		out, err = benchOps()
 	case "mlp":
-		out, err = benchMLP(*warmup, *steps)
+		out, err = benchMLP(*warmup, *steps, false)
+	case "mlp-fused":
+		out, err = benchMLP(*warmup, *steps, true)
 	case "step":
 		out, err = benchStep(*warmup, *steps, *batch)
 	default:
@@ -64,6 +81,9 @@ func run(args []string) error {
 		return err
 	}
 	out["impl"] = "go"
+	out["mode"] = os.Getenv("BENCH_MODE")
+	out["openblas_core"] = ct.OpenBLASCore()
+	out["torch"] = ct.Build().TorchVersion
 	out["threads"] = *threads
 	out["peak_rss_mib"] = float64(peakRSS()) / (1 << 20)
 	return json.NewEncoder(os.Stdout).Encode(out)
@@ -114,8 +134,10 @@ func benchOps() (map[string]any, error) {
 }
 
 // benchMLP: the MLP of binding.md §9 (128→512→512→128, ReLU, batch 64,
-// MSE, torch AdamW lr 1e-3 wd 1e-2, one fixed batch, seed 0).
-func benchMLP(warmup, steps int) (map[string]any, error) {
+// MSE, AdamW lr 1e-3 wd 1e-2, one fixed batch, seed 0). With fused, the
+// parameters are one flat buffer updated by cgotorch.FusedAdamW (gotorch-
+// train's optimizer path); otherwise torch::optim::AdamW, as in Python.
+func benchMLP(warmup, steps int, fused bool) (map[string]any, error) {
 	if err := ct.ManualSeed(0); err != nil {
 		return nil, err
 	}
@@ -130,26 +152,50 @@ func benchMLP(warmup, steps int) (map[string]any, error) {
 	defer data.Close()
 	x := data.Randn(ct.Options{}, nil, 64, 128)
 	y := data.Randn(ct.Options{}, nil, 64, 128)
-	opt, err := ct.NewAdamW(st.Tensors(), ct.AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2})
-	if err != nil {
-		return nil, err
-	}
-	defer opt.Close()
+	acfg := ct.AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2}
 	s := ct.NewScope()
 	var first, last float64
-	step := func() error {
-		defer s.Close()
-		return ct.Try(func() {
-			if err := opt.ZeroGrad(true); err != nil {
-				panic(err)
-			}
-			loss := mlp.Forward(x.Alias(s)).MSELoss(y, ct.ReduceMean)
-			loss.Backward()
-			if err := opt.Step(); err != nil {
-				panic(err)
-			}
-			last = loss.Item()
-		})
+	var step func() error
+	if fused {
+		if err := st.FlattenParams(); err != nil {
+			return nil, err
+		}
+		m, v := data.Zeros(ct.Options{}, st.NumParams()), data.Zeros(ct.Options{}, st.NumParams())
+		var k int64
+		step = func() error {
+			defer s.Close()
+			return ct.Try(func() {
+				loss := mlp.Forward(x.Alias(s)).MSELoss(y, ct.ReduceMean)
+				loss.Backward()
+				grads, numel := st.Grads(s)
+				k++
+				if err := ct.FusedAdamW(st.FlatParams(), nil, m, v, k, acfg, ct.FusedStep{Grads: grads, GradNumel: numel}); err != nil {
+					panic(err)
+				}
+				st.ClearGrads()
+				last = loss.Item()
+			})
+		}
+	} else {
+		opt, err := ct.NewAdamW(st.Tensors(), acfg)
+		if err != nil {
+			return nil, err
+		}
+		defer opt.Close()
+		step = func() error {
+			defer s.Close()
+			return ct.Try(func() {
+				if err := opt.ZeroGrad(true); err != nil {
+					panic(err)
+				}
+				loss := mlp.Forward(x.Alias(s)).MSELoss(y, ct.ReduceMean)
+				loss.Backward()
+				if err := opt.Step(); err != nil {
+					panic(err)
+				}
+				last = loss.Item()
+			})
+		}
 	}
 	for i := 0; i < warmup; i++ {
 		if err := step(); err != nil {
@@ -167,7 +213,11 @@ func benchMLP(warmup, steps int) (map[string]any, error) {
 		}
 	}
 	el := time.Since(t0).Seconds()
-	return map[string]any{"bench": "mlp", "steps_per_s": float64(steps) / el, "first_loss": first, "last_loss": last}, nil
+	name := "mlp"
+	if fused {
+		name = "mlp-fused"
+	}
+	return map[string]any{"bench": name, "steps_per_s": float64(steps) / el, "first_loss": first, "last_loss": last}, nil
 }
 
 // benchStep: the Cell_Unet training step of the trainer (uniform sampler,

@@ -23,7 +23,7 @@ func newInfoCommand() *cli.Command {
 
 func runInfo(c *cli.Context) error {
 	out := c.App.Writer
-	b, err := ct.Init(ct.Config{Threads: c.Int("threads"), AllocConf: c.String("alloc_conf")})
+	b, err := ct.Init(ct.Config{Threads: threads(c), AllocConf: c.String("alloc_conf")})
 	if err != nil {
 		return err
 	}
@@ -49,6 +49,9 @@ func runInfo(c *cli.Context) error {
 	fmt.Fprintf(out, "CPU tensor allocator: tracked %v, %d bytes in use\n", cpu.Installed, cpu.AllocatedBytes)
 	fmt.Fprintf(out, "threads: libtorch intra-op %d, GOMAXPROCS %d, CPUs %d, OMP_NUM_THREADS=%q, OMP_WAIT_POLICY=%q\n",
 		ct.NumThreads(), runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("OMP_NUM_THREADS"), os.Getenv("OMP_WAIT_POLICY"))
+	if core := ct.OpenBLASCore(); core != "" {
+		fmt.Fprintf(out, "OpenBLAS kernels: %s (OPENBLAS_CORETYPE=%q)\n", core, os.Getenv("OPENBLAS_CORETYPE"))
+	}
 	if p, err := ct.ParallelInfo(); err == nil {
 		fmt.Fprintf(out, "parallel backends:\n%s\n", indent(p))
 	}

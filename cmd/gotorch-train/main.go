@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cmd/internal/blasexec"
 )
 
 // Exit codes, documented in the help text (EXIT STATUS).
@@ -81,6 +82,7 @@ func exitCode(err error) int {
 }
 
 func main() {
+	blasexec.Reexec(os.Stderr)
 	// SIGINT/SIGTERM cancel the context: training finishes the current step,
 	// writes a checkpoint and returns.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -46,7 +48,7 @@ func setup(c *cli.Context) (ct.Device, error) {
 			return dev, usageError{err}
 		}
 	}
-	b, err := ct.Init(ct.Config{Threads: c.Int("threads"), AllocConf: c.String("alloc_conf")})
+	b, err := ct.Init(ct.Config{Threads: threads(c), AllocConf: c.String("alloc_conf")})
 	if err != nil {
 		return dev, err
 	}
@@ -62,6 +64,18 @@ func setup(c *cli.Context) (ct.Device, error) {
 		}
 	}
 	return dev, nil
+}
+
+// threads is --threads, or OMP_NUM_THREADS, or every core (libtorch itself
+// would start with one thread when nothing is set).
+func threads(c *cli.Context) int {
+	if n := c.Int("threads"); n > 0 {
+		return n
+	}
+	if n, err := strconv.Atoi(os.Getenv("OMP_NUM_THREADS")); err == nil && n > 0 {
+		return n
+	}
+	return runtime.NumCPU()
 }
 
 // checkAllocConf rejects option combinations PyTorch documents as broken.

@@ -148,7 +148,7 @@ def main():
         out = bench_gemm(a.warmup, a.steps, a.batch)
     else:
         sys.exit("unknown benchmark " + a.bench)
-    out.update(impl="pytorch", threads=a.threads, torch=torch.__version__)
+    out.update(impl="pytorch", threads=a.threads, torch=torch.__version__, mode=os.environ.get("BENCH_MODE", ""))
     out.setdefault("peak_rss_mib", peak_rss_mib())
     print(json.dumps(out))
 
