@@ -52,7 +52,7 @@ help:
 
 # ---------------------------------------------------------------- deps
 DEBIAN_PACKAGES := libtorch-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
-	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy debootstrap shellcheck
+	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy debootstrap shellcheck time rsync
 
 deps:
 	@if dpkg-query -W -f='$${Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -vq 'install ok installed' \
@@ -99,6 +99,7 @@ test-race: $(SHIM)
 
 bench: $(SHIM)
 	./scripts/bench.sh
+	./scripts/bench-data.sh
 
 # Golden fixtures for the parity tests, from Debian's python3-torch.
 fixtures:

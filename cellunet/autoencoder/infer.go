@@ -167,6 +167,15 @@ func (m *Model) run(st *stack, src RowSource, nOut int, opts InferOptions,
 	return err
 }
 
+// Releaser is implemented by a RowSource that can drop its data once a call
+// has read it for the last time. EncodeAll in Dataset mode with
+// CacheActivations reads the input only in its first pass and then calls
+// Release, so the caller's matrix and the activation cache are never both
+// held (for Open Problems: 0.74 GB of CSR against 0.28 GB of cache).
+type Releaser interface {
+	Release()
+}
+
 // runner holds the state of one EncodeAll/DecodeAll call.
 type runner struct {
 	m     *Model
@@ -321,6 +330,13 @@ func (r *runner) statsCached(finish func(*ct.Tensor) *ct.Tensor, emit func(int, 
 		}
 		r.stats = append(r.stats, mo.finish())
 		cache, width = next, out
+		if k == 0 {
+			// The input is never read again: let the source drop it.
+			if rel, ok := r.src.(Releaser); ok {
+				r.host = nil
+				rel.Release()
+			}
+		}
 	}
 	last := len(r.st.blocks) - 1
 	return r.forChunks(r.nOut, func(s *ct.Scope, start, c int) error {

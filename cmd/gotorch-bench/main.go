@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scdiffusion/gotorch-train/cellunet/scdata"
 	"github.com/scdiffusion/gotorch-train/cellunet/trainer"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cmd/internal/blasexec"
@@ -40,6 +41,15 @@ func main() {
 func run(args []string) error {
 	if len(args) == 0 {
 		return fmt.Errorf("usage: gotorch-bench ops|mlp|step|blas-advice [flags]")
+	}
+	if args[0] == "synth-h5ad" {
+		// A synthetic raw-count .h5ad of the reference's Open Problems shape
+		// (69,249 cells × 13,431 genes, ~10% non-zero, 22 classes), for the
+		// data memory benchmark.
+		if len(args) != 2 {
+			return fmt.Errorf("usage: gotorch-bench synth-h5ad FILE")
+		}
+		return scdata.WriteSyntheticH5AD(args[1], scdata.SyntheticConfig{Seed: 1})
 	}
 	if args[0] == "blas-advice" {
 		// The OpenBLAS kernel family this CPU supports, when OpenBLAS chose a

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -49,6 +50,9 @@ func loadData(c *cli.Context, out io.Writer) (*scdata.Preprocessed, error) {
 	}
 	fmt.Fprintf(out, "preprocessed in %.1fs: %d cells × %d genes kept (of %d × %d), %d non-zeros, %d classes\n",
 		time.Since(start).Seconds(), pp.X.Rows, pp.X.Cols, pp.CellsIn, pp.GenesIn, pp.X.NNZ(), len(pp.Classes))
+	// Preprocessing's transient buffers (the raw counts) are garbage now:
+	// hand them back before the model and the activations are allocated.
+	debug.FreeOSMemory()
 	if pp.NonIntegerCounts > 0 {
 		fmt.Fprintf(out, "warning: %d stored values are not whole numbers: is X already normalised? scDiffusion expects raw counts\n", pp.NonIntegerCounts)
 	}
@@ -59,6 +63,20 @@ func loadData(c *cli.Context, out io.Writer) (*scdata.Preprocessed, error) {
 // autoencoder's RowSource.
 func rowSource(x *scdata.CSR) *autoencoder.CSR {
 	return &autoencoder.CSR{NumRows: x.Rows, NumCols: x.Cols, Indptr: x.Indptr, Indices: x.Indices, Data: x.Data}
+}
+
+// releasingSource is a row source over the preprocessed matrix that lets
+// the encoder drop the matrix after its last read (autoencoder.Releaser):
+// the CSR arrays are released and the Go heap handed back to the system.
+type releasingSource struct {
+	*autoencoder.CSR
+	pp *scdata.Preprocessed
+}
+
+func (r *releasingSource) Release() {
+	r.pp.X = nil
+	r.CSR.Indptr, r.CSR.Indices, r.CSR.Data = nil, nil, nil
+	debug.FreeOSMemory()
 }
 
 // writeLines writes one name per line, atomically (genes.txt, classes.txt).

@@ -18,7 +18,7 @@ func encodeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "vae_path", Usage: "autoencoder checkpoint `FILE` (train-ae's model_seed=S_step=N.pt, or a reference one)", EnvVars: env("vae_path"), Category: catModel},
 		&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "encoder BatchNorm statistics: dataset (exact statistics of all cells, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel},
-		&cli.IntFlag{Name: "chunk_rows", Value: autoencoder.DefaultChunkRows, Usage: "cells encoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory},
+		&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells encoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory},
 	}
 }
 
@@ -44,10 +44,11 @@ func newEncodeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := npz.WriteLatents(c.String("output"), lat, pp.X.Rows, 128, pp.Labels, pp.Classes); err != nil {
+			n := len(lat) / 128
+			if err := npz.WriteLatents(c.String("output"), lat, n, 128, pp.Labels, pp.Classes); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "wrote %s: cell_gen [%d,128]\n", c.String("output"), pp.X.Rows)
+			fmt.Fprintf(c.App.Writer, "wrote %s: cell_gen [%d,128]\n", c.String("output"), n)
 			return nil
 		},
 	}
@@ -83,10 +84,13 @@ func encodeLatents(c *cli.Context, out io.Writer, dev ct.Device, pp *scdata.Prep
 	opts := autoencoder.DefaultInferOptions()
 	opts.Mode, opts.ChunkRows = mode, c.Int("chunk_rows")
 	start := time.Now()
-	lat, err := m.EncodeAll(rowSource(pp.X), opts)
+	n := pp.X.Rows
+	// The matrix is not needed after encoding: the encoder may drop it
+	// once it has read it (then pp.X is nil).
+	lat, err := m.EncodeAll(&releasingSource{CSR: rowSource(pp.X), pp: pp}, opts)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "encoded %d cells in %.1fs (BatchNorm: %s statistics, chunks of %d)\n", pp.X.Rows, time.Since(start).Seconds(), mode, opts.ChunkRows)
+	fmt.Fprintf(out, "encoded %d cells in %.1fs (BatchNorm: %s statistics, chunks of %d)\n", n, time.Since(start).Seconds(), mode, opts.ChunkRows)
 	return lat, nil
 }
