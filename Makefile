@@ -109,10 +109,14 @@ fixtures:
 	cd cellunet/diffusion/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py
 
-# Test binaries for the GPU machine (see scripts/gpu-check.sh).
+# Test binaries for the GPU machine (see scripts/gpu-check.sh): one per
+# package that runs on libtorch, named after its directory (a/b -> a_b).
+GPU_PKGS := cgotorch nn cellunet cellunet/diffusion cellunet/trainer cellunet/autoencoder monitor
 gpu-binaries: $(SHIM)
-	@mkdir -p bin/gpu
-	for p in cgotorch nn; do $(GO) test -c -o bin/gpu/$$p.test ./$$p || exit 1; done
+	@rm -rf bin/gpu && mkdir -p bin/gpu
+	for p in $(GPU_PKGS); do $(GO) test -c -o bin/gpu/$$(echo $$p | tr / _).test ./$$p || exit 1; done
+	$(GO) build -o bin/gpu/gotorch-bench ./cmd/gotorch-bench
+	@readelf -d bin/gpu/gotorch-bench | grep NEEDED
 
 clean:
 	rm -rf cgotorch/build bin

@@ -16,8 +16,9 @@ PY=${REF_PYTHON:-/usr/bin/python3}
 mkdir -p "$WORK"
 make -s build
 go build -o bin/gotorch-bench ./cmd/gotorch-bench
+go build -o bin/gotorch-synth ./cmd/gotorch-synth
 H5AD=$WORK/openproblems_synth.h5ad
-[ -f "$H5AD" ] || ./bin/gotorch-bench synth-h5ad "$H5AD"
+[ -f "$H5AD" ] || ./bin/gotorch-synth "$H5AD"
 AE=$WORK/ae/model_seed=0_step=0.pt
 [ -f "$AE" ] || ./bin/gotorch-train train-ae --data_dir "$H5AD" --save_dir "$WORK/ae" --max_steps 1 \
   --checkpoint_freq 1 --log_interval 1 --mem_log_interval 0 --threads "$THREADS" >/dev/null
@@ -39,7 +40,7 @@ p = print
 p("# Data path memory benchmark: preprocess + encode at the Open Problems shape\n")
 p("Command: `THREADS=%s scripts/bench-data.sh` (part of `make bench`); date %s." % (threads, datetime.date.today()))
 p("Input: synthetic raw counts, %d cells × %d genes, ~10%% non-zero (93.0 M values), 22 classes, CSR .h5ad "
-  "(`gotorch-bench synth-h5ad`); autoencoder 13,431 → [1024, 1024, 1024] → 128 (32.0 M parameters).\n" % (ref["cells"], ref["genes"]))
+  "(`gotorch-synth`); autoencoder 13,431 → [1024, 1024, 1024] → 128 (32.0 M parameters).\n" % (ref["cells"], ref["genes"]))
 p("| | gotorch-train encode | reference path (PyTorch) | ratio |")
 p("|---|---|---|---|")
 p("| peak RSS, whole run | %.0f MiB | %.0f MiB (encode on the CPU) | **%.1f %%** |" % (go, ref["encode_peak_mib"], 100 * go / ref["encode_peak_mib"]))

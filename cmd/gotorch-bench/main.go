@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scdiffusion/gotorch-train/cellunet/scdata"
 	"github.com/scdiffusion/gotorch-train/cellunet/trainer"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cmd/internal/blasexec"
@@ -42,15 +41,6 @@ func run(args []string) error {
 	if len(args) == 0 {
 		return fmt.Errorf("usage: gotorch-bench ops|mlp|step|blas-advice [flags]")
 	}
-	if args[0] == "synth-h5ad" {
-		// A synthetic raw-count .h5ad of the reference's Open Problems shape
-		// (69,249 cells × 13,431 genes, ~10% non-zero, 22 classes), for the
-		// data memory benchmark.
-		if len(args) != 2 {
-			return fmt.Errorf("usage: gotorch-bench synth-h5ad FILE")
-		}
-		return scdata.WriteSyntheticH5AD(args[1], scdata.SyntheticConfig{Seed: 1})
-	}
 	if args[0] == "blas-advice" {
 		// The OpenBLAS kernel family this CPU supports, when OpenBLAS chose a
 		// weaker one (else empty): for setting OPENBLAS_CORETYPE in scripts.
@@ -67,6 +57,7 @@ func run(args []string) error {
 	steps := fs.Int("steps", 200, "measured steps")
 	warmup := fs.Int("warmup", 10, "warm-up steps")
 	batch := fs.Int("batch", 128, "batch size (step)")
+	device := fs.String("device", "cpu", "device (step): cpu or cuda[:N]")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -83,7 +74,11 @@ func run(args []string) error {
 	case "mlp-fused":
 		out, err = benchMLP(*warmup, *steps, true)
 	case "step":
-		out, err = benchStep(*warmup, *steps, *batch)
+		dev, derr := ct.ParseDevice(*device)
+		if derr != nil {
+			return derr
+		}
+		out, err = benchStep(*warmup, *steps, *batch, dev)
 	default:
 		return fmt.Errorf("unknown benchmark %q", args[0])
 	}
@@ -233,7 +228,7 @@ func benchMLP(warmup, steps int, fused bool) (map[string]any, error) {
 // benchStep: the Cell_Unet training step of the trainer (uniform sampler,
 // fused AdamW + EMA 0.9999, float32 noise, logging every 100 steps) on
 // 4,096 unit-norm random latents, batch B.
-func benchStep(warmup, steps, batch int) (map[string]any, error) {
+func benchStep(warmup, steps, batch int, dev ct.Device) (map[string]any, error) {
 	dir, err := os.MkdirTemp("", "gotorch-bench-")
 	if err != nil {
 		return nil, err
@@ -244,10 +239,16 @@ func benchStep(warmup, steps, batch int) (map[string]any, error) {
 		defer s.Close()
 		g, _ := ct.NewGenerator(ct.CPU, 99)
 		defer g.Close()
-		return s.Keep(s.Randn(ct.Options{}, g, 4096, 128).Normalize(2, 1, 1e-12))
+		return s.Keep(s.Randn(ct.Options{}, g, 4096, 128).Normalize(2, 1, 1e-12).To(dev, 0))
 	}()
 	defer data.Free()
+	if dev.IsCUDA() {
+		if err := ct.CUDAResetPeakStats(dev.Index); err != nil {
+			return nil, err
+		}
+	}
 	cfg := trainer.DefaultConfig()
+	cfg.Device = dev
 	cfg.BatchSize = batch
 	cfg.LRAnnealSteps = warmup + steps
 	cfg.SaveInterval = 1 << 30
@@ -269,6 +270,13 @@ func benchStep(warmup, steps, batch int) (map[string]any, error) {
 	if _, err := trainer.Train(context.Background(), cfg, data); err != nil {
 		return nil, err
 	}
-	return map[string]any{"bench": "step", "batch": batch, "steps_per_s": float64(steps) / el,
-		"ms_per_step": 1e3 * el / float64(steps), "last_loss": loss, "train_peak_rss_mib": float64(rss) / (1 << 20)}, nil
+	out := map[string]any{"bench": "step", "batch": batch, "device": dev.String(), "steps_per_s": float64(steps) / el,
+		"ms_per_step": 1e3 * el / float64(steps), "last_loss": loss, "train_peak_rss_mib": float64(rss) / (1 << 20)}
+	if dev.IsCUDA() {
+		if st, err := ct.CUDAMemoryStats(dev.Index, false); err == nil {
+			out["cuda_peak_allocated_mib"] = float64(st.PeakAllocatedBytes) / (1 << 20)
+			out["cuda_peak_reserved_mib"] = float64(st.PeakReservedBytes) / (1 << 20)
+		}
+	}
+	return out, nil
 }

@@ -70,17 +70,22 @@ def bench_mlp(warmup, steps):
     return {"bench": "mlp", "steps_per_s": steps / el, "first_loss": first, "last_loss": last}
 
 
-def data():
+def data(device="cpu"):
     g = torch.Generator().manual_seed(99)
-    return torch.nn.functional.normalize(torch.randn(4096, 128, generator=g), dim=1)
+    return torch.nn.functional.normalize(torch.randn(4096, 128, generator=g), dim=1).to(device)
 
 
-def bench_step(warmup, steps, batch):
+def sync(device):
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def bench_step(warmup, steps, batch, device="cpu"):
     torch.manual_seed(1234)
     np.random.seed(1234)
-    model = Cell_Unet()
+    model = Cell_Unet().to(device)
     tr = ReferenceTrainer(model, GaussianDiffusion(linear_betas(1000)), lr_anneal_steps=warmup + steps)
-    x = data()
+    x = data(device)
     perm = torch.randperm(x.shape[0])
     pos = [0]
 
@@ -94,12 +99,20 @@ def bench_step(warmup, steps, batch):
 
     for _ in range(warmup):
         tr.run_step(next_batch())
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         losses, _, _ = tr.run_step(next_batch())
+    sync(device)
     el = time.perf_counter() - t0
-    return {"bench": "step", "batch": batch, "steps_per_s": steps / el, "ms_per_step": 1e3 * el / steps,
-            "last_loss": float(losses[0]), "train_peak_rss_mib": peak_rss_mib()}
+    out = {"bench": "step", "batch": batch, "device": device, "steps_per_s": steps / el, "ms_per_step": 1e3 * el / steps,
+           "last_loss": float(losses[0]), "train_peak_rss_mib": peak_rss_mib()}
+    if device != "cpu":
+        out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        out["cuda_peak_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+    return out
 
 
 def bench_gemm(warmup, steps, batch):
@@ -136,6 +149,7 @@ def main():
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.bench == "ops":
@@ -143,7 +157,7 @@ def main():
     elif a.bench == "mlp":
         out = bench_mlp(a.warmup, a.steps)
     elif a.bench == "step":
-        out = bench_step(a.warmup, a.steps, a.batch)
+        out = bench_step(a.warmup, a.steps, a.batch, a.device)
     elif a.bench == "gemm":
         out = bench_gemm(a.warmup, a.steps, a.batch)
     else:

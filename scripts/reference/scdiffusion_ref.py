@@ -164,7 +164,7 @@ class ReferenceTrainer:
         for i in range(0, batch.shape[0], mb):
             micro = batch[i:i + mb]
             t, weights = self.sampler.sample(micro.shape[0], micro.device)
-            noise = torch.randn(*micro.shape, dtype=torch.float64)  # [REF] float64 noise
+            noise = torch.randn(*micro.shape, dtype=torch.float64, device=micro.device)  # [REF] float64 noise
             loss = (self.diffusion.training_losses(self.model, micro, t, noise) * weights).mean()
             loss.backward()
             losses.append(loss.detach())
