@@ -22,6 +22,7 @@ func memoryFlags() []cli.Flag {
 		&cli.StringFlag{Name: "memory_plot", Usage: "memory-over-steps SVG `FILE` written at the end (default: save_dir/memory.svg)", EnvVars: env("memory_plot"), Category: catMemory},
 		&cli.BoolFlag{Name: "auto_config", Usage: "pick batch_size/microbatch/use_fp16 from the GPU's memory (8 GB: 16/4/fp16, 12 GB: 32/8, 16 GB+: 64/16); explicit flags win", EnvVars: env("auto_config"), Category: catMemory},
 		&cli.BoolFlag{Name: "preflight", Usage: "before training, probe a few steps at small microbatches and predict whether the run fits (on by default with --auto_config)", EnvVars: env("preflight"), Category: catMemory},
+		&cli.IntFlag{Name: "cpu_mem_limit", Usage: "cap host tensor memory at `MIB` (an allocation beyond it fails as a GPU allocation would: report, --oom_retry); 0: no cap", EnvVars: env("cpu_mem_limit"), Category: catMemory},
 		&cli.BoolFlag{Name: "log_free_cache", Usage: "add GPU Free Cache (reserved − allocated) to the memory line", EnvVars: env("log_free_cache"), Category: catMemory},
 	}
 }
@@ -85,6 +86,11 @@ func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
 	}
 	if c.Int("cleanup_interval") < 0 || c.Int("mem_log_interval") < 0 {
 		return nil, usagef("--cleanup_interval and --mem_log_interval must be >= 0")
+	}
+	if lim := c.Int("cpu_mem_limit"); lim > 0 {
+		ct.SetCPUAllocLimit(int64(lim) << 20)
+	} else if lim < 0 {
+		return nil, usagef("--cpu_mem_limit must be >= 0")
 	}
 	m, err := monitor.New(opts)
 	if err != nil {

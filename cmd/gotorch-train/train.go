@@ -133,7 +133,7 @@ func runTrain(c *cli.Context) error {
 	}
 	fmt.Fprintf(out, "trained %d steps in %.1fs (%.2f steps/s); checkpoint %s\n", res.Steps, res.Duration.Seconds(),
 		float64(res.Steps)/res.Duration.Seconds(), res.Checkpoint)
-	if res.Microbatch != cfg.Microbatch && cfg.Microbatch > 0 {
+	if configured := min(cfg.BatchSize, max(cfg.Microbatch, 0)); res.Microbatch < cfg.BatchSize && (configured == 0 || res.Microbatch < configured) {
 		fmt.Fprintf(out, "note: out-of-memory retries reduced the microbatch to %d; use --microbatch %d next time\n", res.Microbatch, res.Microbatch)
 	}
 	return nil
