@@ -117,7 +117,8 @@ def main():
                  "BenchmarkCleanupMemory": "one CleanupMemory (Go GC, host trim; no CUDA)"}
         for k, label in names.items():
             if k in gob:
-                p(f"| {label} | {gob[k] / 1e3:.1f} µs |")
+                v = gob[k]
+                p(f"| {label} | {v:.0f} ns |" if v < 1000 else f"| {label} | {v / 1e3:.1f} µs |")
         if step and "BenchmarkLogMemoryUsageInterval100" in gob:
             per_step = gob["BenchmarkLogMemoryUsageInterval100"] / 100 / 1e6
             p(f"\nAt log_interval 100 monitoring costs {per_step * 1e3:.2f} µs per step, "
