@@ -32,6 +32,7 @@ type memoryRun struct {
 	batchSize, microbatch int
 	fp16, bf16            bool
 	saveDir               string
+	out                   io.Writer // nil: the command's output
 }
 
 // memory wires the monitor package into a command: the Step lines,
@@ -70,10 +71,14 @@ func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
 	if logEvery == 0 {
 		logEvery = -1 // no lines, samples still taken
 	}
+	out := run.out
+	if out == nil {
+		out = c.App.Writer
+	}
 	opts := monitor.Options{
 		LogInterval:     logEvery,
 		CleanupInterval: c.Int("cleanup_interval"),
-		Out:             c.App.Writer,
+		Out:             out,
 		SeriesPath:      series,
 		PlotPath:        plot,
 		ReportPath:      filepath.Join(dir, "oom_report.json"),
@@ -96,7 +101,7 @@ func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem := &memory{m: m, c: c, dev: dev, out: c.App.Writer, run: run, plot: plot}
+	mem := &memory{m: m, c: c, dev: dev, out: out, run: run, plot: plot}
 	if conf := c.String("alloc_conf"); conf != "" {
 		major, minor, _ := monitor.ParseTorchVersion(ct.Build().TorchVersion)
 		warnings, err := monitor.ValidateAllocConf(conf, major, minor)

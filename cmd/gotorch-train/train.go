@@ -77,6 +77,10 @@ func runTrain(c *cli.Context) error {
 		cfg.Precision = trainer.FP16
 	}
 	cfg.OOMRetry = c.Bool("oom_retry")
+	// On a terminal a progress bar runs between the log lines.
+	prog := newProgress(out, "train", cfg.LRAnnealSteps)
+	defer prog.done()
+	out = prog
 	cfg.Out = out
 
 	dev, err := setup(c)
@@ -84,7 +88,7 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	cfg.Device = dev
-	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, microbatch: cfg.Microbatch, fp16: cfg.Precision == trainer.FP16, saveDir: cfg.SaveDir})
+	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, microbatch: cfg.Microbatch, fp16: cfg.Precision == trainer.FP16, saveDir: cfg.SaveDir, out: out})
 	if err != nil {
 		return err
 	}
@@ -117,6 +121,11 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	mem.hookTrainer(&cfg)
+	afterStep := cfg.Hooks.AfterStep
+	cfg.Hooks.AfterStep = func(step int, info trainer.StepInfo) {
+		afterStep(step, info)
+		prog.step(step)
+	}
 	var res trainer.Result
 	err = mem.guard(func() error {
 		var err error

@@ -72,18 +72,24 @@ func runTrainAE(c *cli.Context) error {
 	cfg.MaxDuration = time.Duration(c.Int("max_minutes")) * time.Minute
 	cfg.SaveDir = dir
 	cfg.Resume = c.String("resume_checkpoint")
+	prog := newProgress(out, "train-ae", cfg.MaxSteps)
+	defer prog.done()
+	out = prog
 	cfg.Out = out
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize})
+	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, out: out})
 	if err != nil {
 		return err
 	}
 	defer mem.close()
 	fmt.Fprintf(out, "autoencoder: %d genes → %d, %d parameters; %d steps, batch %d\n",
 		genes, cfg.Model.Latent, cfg.Model.NumParams(), cfg.MaxSteps, cfg.BatchSize)
-	cfg.AfterStep = mem.afterStep
+	cfg.AfterStep = func(step int) {
+		mem.afterStep(step)
+		prog.step(step)
+	}
 	var res autoencoder.Result
 	err = mem.guard(func() error {
 		var err error
