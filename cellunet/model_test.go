@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
@@ -20,13 +19,7 @@ const (
 	atol = 1e-6
 )
 
-func TestMain(m *testing.M) {
-	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 func newDefault(t *testing.T, seed uint64) (*nn.Store, *cellunet.Model) {
 	t.Helper()

@@ -1,11 +1,8 @@
 package cgotorch_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
-	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
 
@@ -17,13 +14,7 @@ const (
 	atol = 1e-6
 )
 
-func TestMain(m *testing.M) {
-	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 var (
 	golden      = cgotorchtest.Golden

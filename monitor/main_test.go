@@ -1,17 +1,9 @@
 package monitor
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
-	"github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
 
-func TestMain(m *testing.M) {
-	if _, err := cgotorch.Init(cgotorch.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }

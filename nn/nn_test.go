@@ -2,9 +2,7 @@ package nn_test
 
 import (
 	"errors"
-	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -21,13 +19,7 @@ const (
 	atol = 1e-6
 )
 
-func TestMain(m *testing.M) {
-	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 // net mirrors class Net of testdata/make_golden.py.
 type net struct {

@@ -1,8 +1,6 @@
 package autoencoder_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet/autoencoder"
@@ -17,13 +15,7 @@ const (
 	atol = 1e-6
 )
 
-func TestMain(m *testing.M) {
-	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 // smallConfig is the architecture of testdata/small.pt and the small goldens.
 func smallConfig() autoencoder.Config {

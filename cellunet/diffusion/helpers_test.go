@@ -1,8 +1,6 @@
 package diffusion_test
 
 import (
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -24,13 +22,7 @@ const (
 	atol = 1e-6
 )
 
-func TestMain(m *testing.M) {
-	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 var assertClose = cgotorchtest.AssertClose
 

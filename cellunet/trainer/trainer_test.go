@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -16,13 +15,7 @@ import (
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
 
-func TestMain(m *testing.M) {
-	if _, err := ct.Init(ct.Config{Threads: 1}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 // smallConfig is a Cell_Unet small enough for many steps in a unit test.
 func smallConfig(t *testing.T) Config {
@@ -61,16 +54,7 @@ func (r *record) hook(step int, info StepInfo) {
 }
 
 func flatParams(t *testing.T, dir string, label int) []float64 {
-	sd, err := ct.LoadPT(modelFile(dir, label), ct.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ct.FreeAll(sd)
-	var out []float64
-	for _, n := range sd {
-		out = append(out, cgotorchtest.Float64s(n.T)...)
-	}
-	return out
+	return loadFile(t, modelFile(dir, label))
 }
 
 func equalBits(t *testing.T, what string, a, b []float64) {

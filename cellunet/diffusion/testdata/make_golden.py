@@ -23,10 +23,7 @@ are ours, not the reference's ([OURS] in the spec):
     index, which is the same thing without respacing.
 """
 import collections
-import json
-import math
 import os
-import struct
 import sys
 
 import numpy as np
@@ -35,27 +32,10 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "scripts", "reference"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "cgotorch", "testdata"))
 import scdiffusion_ref as ref  # noqa: E402
+from make_golden import write_safetensors  # noqa: E402  (cgotorch's fixture writer)
 
-DT = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous().cpu()
-        raw = t.numpy().tobytes()
-        header[name] = {"dtype": DT[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    js = json.dumps(header, separators=(",", ":")).encode()
-    js += b" " * ((8 - len(js) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(js)))
-        f.write(js)
-        for b in blobs:
-            f.write(b)
 
 
 # ------------------------------------------------ respace.py: space_timesteps

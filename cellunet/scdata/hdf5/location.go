@@ -47,29 +47,39 @@ func (o *object) kind(name string) (Kind, error) {
 	return Kind(k), nil
 }
 
-// OpenGroup opens the group at name, relative to this location.
-func (o *object) OpenGroup(name string) (*Group, error) {
+// openChild opens the child name, which must be of kind want, with open
+// (H5Gopen2 or H5Dopen2); op names the operation in errors.
+func (o *object) openChild(name string, want Kind, op string, open func(p *C.char) C.hid_t) (C.hid_t, string, error) {
 	full := joinPath(o.path, name)
 	if o.id < 0 {
-		return nil, o.closedErr("open group " + name)
+		return -1, full, o.closedErr(op + " " + name)
 	}
-	defer guard()()
 	k, err := o.kind(name)
 	if err != nil {
-		return nil, err
+		return -1, full, err
 	}
 	switch k {
 	case KindNone:
-		return nil, &Error{File: o.file, Object: full, Op: "open group", Detail: "no such group", Err: ErrNotFound}
-	case KindGroup:
+		return -1, full, &Error{File: o.file, Object: full, Op: op, Detail: "no such " + want.String(), Err: ErrNotFound}
+	case want:
 	default:
-		return nil, &Error{File: o.file, Object: full, Op: "open group", Detail: "is a " + k.String() + ", not a group", Err: ErrType}
+		return -1, full, &Error{File: o.file, Object: full, Op: op, Detail: "is a " + k.String() + ", not a " + want.String(), Err: ErrType}
 	}
 	p := cstr(name)
 	defer free(p)
-	id := C.H5Gopen2(o.id, p, C.H5P_DEFAULT)
+	id := open(p)
 	if id < 0 {
-		return nil, &Error{File: o.file, Object: full, Op: "open group", Detail: stackMsg(), Err: ErrLibrary}
+		return -1, full, &Error{File: o.file, Object: full, Op: op, Detail: stackMsg(), Err: ErrLibrary}
+	}
+	return id, full, nil
+}
+
+// OpenGroup opens the group at name, relative to this location.
+func (o *object) OpenGroup(name string) (*Group, error) {
+	defer guard()()
+	id, full, err := o.openChild(name, KindGroup, "open group", func(p *C.char) C.hid_t { return C.H5Gopen2(o.id, p, C.H5P_DEFAULT) })
+	if err != nil {
+		return nil, err
 	}
 	return &Group{object{id: id, file: o.file, path: full}}, nil
 }
@@ -77,27 +87,10 @@ func (o *object) OpenGroup(name string) (*Group, error) {
 // OpenDataset opens the dataset at name, relative to this location, and
 // reads its shape and datatype.
 func (o *object) OpenDataset(name string) (*Dataset, error) {
-	full := joinPath(o.path, name)
-	if o.id < 0 {
-		return nil, o.closedErr("open dataset " + name)
-	}
 	defer guard()()
-	k, err := o.kind(name)
+	id, full, err := o.openChild(name, KindDataset, "open dataset", func(p *C.char) C.hid_t { return C.H5Dopen2(o.id, p, C.H5P_DEFAULT) })
 	if err != nil {
 		return nil, err
-	}
-	switch k {
-	case KindNone:
-		return nil, &Error{File: o.file, Object: full, Op: "open dataset", Detail: "no such dataset", Err: ErrNotFound}
-	case KindDataset:
-	default:
-		return nil, &Error{File: o.file, Object: full, Op: "open dataset", Detail: "is a " + k.String() + ", not a dataset", Err: ErrType}
-	}
-	p := cstr(name)
-	defer free(p)
-	id := C.H5Dopen2(o.id, p, C.H5P_DEFAULT)
-	if id < 0 {
-		return nil, &Error{File: o.file, Object: full, Op: "open dataset", Detail: stackMsg(), Err: ErrLibrary}
 	}
 	d := &Dataset{object: object{id: id, file: o.file, path: full}}
 	if err := d.describe(); err != nil {
