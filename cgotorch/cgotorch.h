@@ -489,4 +489,18 @@ CGT_EXPORT cgt_status cgt_autocast_set(int32_t enabled, int32_t dtype, int32_t *
                                        int32_t *prev_dtype) CGT_NOEXCEPT;
 CGT_EXPORT cgt_status cgt_autocast_clear_cache(void) CGT_NOEXCEPT;
 
+/* ------------------------------------------------- fused training steps */
+/* Hand-written forward/backward of fixed networks over preallocated buffers. */
+
+/* (end of fused training steps) */
+
+/* --------------------------------------------------- distributed (c10d) */
+/* Stores, process groups and collectives over libtorch's c10d. */
+
+/* (end of distributed) */
+
+/* ------------------------------------------------------------- misc */
+
+/* (end of misc) */
+
 #endif /* CGOTORCH_H */
