@@ -150,7 +150,7 @@ gpu-binaries: $(SHIM)
 	@hdf5=$$(ldd bin/gpu/gotorch-train | awk '/libhdf5/ {print $$3}'); \
 	  { echo $$hdf5; ldd $$hdf5 | awk '/=> \// {print $$3}'; } \
 	  | grep -v -E '/(libc|libm|libdl|libpthread|librt|libresolv|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so' \
-	  | xargs -r cp -L -t bin/gpu/lib
+	  | sort -u | xargs -r cp -L -t bin/gpu/lib
 	cp -rL $(GOTORCH_TESTDATA_DIR) bin/gpu/data
 	XZ_OPT=-T0 tar -C bin -cJf bin/gpu-kit.tar.xz gpu
 	@du -sh bin/gpu bin/gpu-kit.tar.xz
