@@ -7,22 +7,34 @@
 # machine with the CUDA flavour (scripts/gpu-check.sh).
 #
 #   scripts/ci-torch2.sh            # chroot cached in $TRIXIE_ROOT
+#   scripts/ci-torch2.sh --chroot   # only create the chroot (scripts/ci-cuda.sh uses it too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${TRIXIE_ROOT:-/var/tmp/gotorch-trixie}
 REPO=$PWD
 DATA=${GOTORCH_TESTDATA_DIR:-$REPO/../shared/data}
 PKGS="libtorch-dev g++ make python3-torch python3-numpy python3-safetensors"
+export CGO_CFLAGS=${CGO_CFLAGS:-"-O2 -g -Wno-deprecated-declarations"}
+
+# One user of the chroot at a time (this script and scripts/ci-cuda.sh);
+# the caller may hold the lock already (TRIXIE_LOCKED=1).
+if [ "${TRIXIE_LOCKED:-}" != 1 ]; then
+  exec 9>"$ROOT.lock"
+  flock 9
+fi
 
 if ! chroot "$ROOT" sh -c "dpkg -s $PKGS >/dev/null 2>&1" 2>/dev/null; then
   echo "== creating the trixie chroot in $ROOT (libtorch 2.x)"
   command -v debootstrap >/dev/null || { apt-get update -q && apt-get install -y -q debootstrap; }
-  rm -rf "$ROOT"
+  # Nothing may stay mounted inside (a killed run's binds of host folders).
+  awk -v r="$ROOT/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
+  rm -rf --one-file-system "$ROOT"
   debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian >/dev/null
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
   chroot "$ROOT" sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS" >/dev/null
 fi
 grep -E 'TORCH_VERSION_(MAJOR|MINOR)' "$ROOT/usr/include/torch/csrc/api/include/torch/version.h"
+[ "${1:-}" = --chroot ] && exit 0
 
 echo "== Go test binaries (outside, linked against the host shim)"
 make -s shim
@@ -32,7 +44,7 @@ for p in $PKGS_GO; do
   rel=${p#github.com/scdiffusion/gotorch-train/}
   go test -c -o "bin/torch2/$(echo "$rel" | tr / _).test" "$p" >/dev/null
 done
-ls bin/torch2 | wc -l
+find bin/torch2 -name '*.test' | wc -l
 
 echo "== copying the tree into the chroot and building the 2.x shim there"
 W=$ROOT/work

@@ -10,7 +10,6 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
 #endif
 
 namespace {
@@ -27,35 +26,44 @@ c10::DeviceIndex cuda_index(int32_t device) {
   return static_cast<c10::DeviceIndex>(device);
 }
 
-// CUDA runtime entry points are looked up in the libcudart that libtorch_cuda
-// already loaded, so the shim needs no link-time dependency on a versioned
-// libcudart (the wheel ships libcudart.so.NN only).
-template <class F>
-F runtime_fn(const char *name) {
-  void *p = dlsym(RTLD_DEFAULT, name);
-  if (p == nullptr) throw std::runtime_error(std::string("CUDA runtime symbol not found: ") + name);
-  return reinterpret_cast<F>(p);
-}
-
+// The shim links the CUDA runtime that libtorch_cuda loads (the probe reads
+// its name from libtorch_cuda's DT_NEEDED and its place from its RUNPATH):
+// c10's inline CUDA checks call cudaGetLastError/cudaGetErrorString anyway,
+// so the runtime API is called directly.
 void check_cuda(cudaError_t e, const char *what) {
   if (e != cudaSuccess) {
-    auto err_str = runtime_fn<const char *(*)(cudaError_t)>("cudaGetErrorString");
-    std::string m = std::string(what) + ": " + err_str(e);
+    std::string m = std::string(what) + ": " + cudaGetErrorString(e);
+    (void)cudaGetLastError();  // clear a non-sticky error before libtorch's next launch check
     if (e == cudaErrorMemoryAllocation) throw std::runtime_error(m + " (out of memory)");
     throw std::runtime_error(m);
   }
 }
 
-// The snapshot's segment list: a vector in 1.x, SnapshotInfo::segments in 2.x.
-#if CGT_TORCH_AT_LEAST(2, 0)
-const std::vector<alloc::SegmentInfo> &segments_of(const alloc::SnapshotInfo &s) {
-  return s.segments;
+// The largest free block and the number of segments of device d in the
+// default pool, from an allocator snapshot. The snapshot's types moved
+// between releases (SnapshotInfo::segments since 2.0; SegmentInfo::device an
+// int64_t, then a DeviceIndex; BlockInfo::size an int64_t, then a size_t), so
+// they are only spelled through auto. Segments owned by a private pool (a
+// CUDA graph's) are skipped: their free blocks serve only that graph.
+// Under expandable_segments a snapshot reports each contiguous mapped range
+// of an expandable segment as a segment, so num_segments counts mapped
+// ranges, and the largest free block is still the largest request the cache
+// can serve as it stands; but there the allocator unmaps free pages and maps
+// them again behind a segment's end before it fails, so a small largest free
+// block is no sign of fragmentation as it is with fixed segments.
+template <class Snapshot>
+void largest_free_block(const Snapshot &snap, c10::DeviceIndex d, int64_t *largest, int64_t *nseg) {
+  *largest = 0;
+  *nseg = 0;
+  for (const auto &seg : snap.segments) {
+    if (seg.device != d) continue;
+    if (seg.owner_private_pool_id.first != 0 || seg.owner_private_pool_id.second != 0) continue;
+    (*nseg)++;
+    for (const auto &b : seg.blocks)
+      if (!b.allocated && !b.active && static_cast<int64_t>(b.size) > *largest)
+        *largest = static_cast<int64_t>(b.size);
+  }
 }
-#else
-const std::vector<alloc::SegmentInfo> &segments_of(const std::vector<alloc::SegmentInfo> &s) {
-  return s;
-}
-#endif
 #endif  // CGT_WITH_CUDA
 
 [[noreturn]] void no_cuda_build() {
@@ -150,15 +158,8 @@ cgt_status cgt_cuda_memory_stats(int32_t device, int32_t with_snapshot,
   out->largest_free_block = -1;
   out->num_segments = -1;
   if (with_snapshot) {
-    auto snap = alloc::snapshot();
     int64_t largest = 0, nseg = 0;
-    for (const auto &seg : segments_of(snap)) {
-      if (seg.device != d) continue;
-      nseg++;
-      for (const auto &b : seg.blocks)
-        if (!b.allocated && !b.active && static_cast<int64_t>(b.size) > largest)
-          largest = static_cast<int64_t>(b.size);
-    }
+    largest_free_block(alloc::snapshot(), d, &largest, &nseg);
     out->largest_free_block = largest;
     out->num_segments = nseg;
   }
@@ -188,8 +189,7 @@ cgt_status cgt_cuda_mem_get_info(int32_t device, int64_t *free_bytes,
 #ifdef CGT_WITH_CUDA
   c10::cuda::CUDAGuard guard(cuda_index(device));
   size_t f = 0, t = 0;
-  auto mem_get_info = runtime_fn<cudaError_t (*)(size_t *, size_t *)>("cudaMemGetInfo");
-  check_cuda(mem_get_info(&f, &t), "cudaMemGetInfo");
+  check_cuda(cudaMemGetInfo(&f, &t), "cudaMemGetInfo");
   *free_bytes = static_cast<int64_t>(f);
   *total_bytes = static_cast<int64_t>(t);
 #else
@@ -216,8 +216,8 @@ cgt_status cgt_cuda_pci_bus_id(int32_t device, char **out) noexcept {
   if (out == nullptr) throw cgt::invalid("nil out pointer");
 #ifdef CGT_WITH_CUDA
   char buf[64] = {0};
-  auto bus_id = runtime_fn<cudaError_t (*)(char *, int, int)>("cudaDeviceGetPCIBusId");
-  check_cuda(bus_id(buf, sizeof(buf), static_cast<int>(cuda_index(device))), "cudaDeviceGetPCIBusId");
+  check_cuda(cudaDeviceGetPCIBusId(buf, sizeof(buf), static_cast<int>(cuda_index(device))),
+             "cudaDeviceGetPCIBusId");
   size_t n = std::strlen(buf);
   char *p = static_cast<char *>(std::malloc(n + 1));
   if (p == nullptr) throw std::bad_alloc();

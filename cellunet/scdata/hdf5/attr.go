@@ -177,7 +177,7 @@ func (o *object) ReadAttrStrings(name string) ([]string, error) {
 			return nil, o.libErr(op)
 		}
 		defer C.H5Sclose(space)
-		if C.H5Dvlen_reclaim(mt, space, C.H5P_DEFAULT, unsafe.Pointer(buf)) < 0 {
+		if C.sc_vlen_reclaim(mt, space, unsafe.Pointer(buf)) < 0 {
 			return nil, o.libErr(op)
 		}
 		return out, nil

@@ -1,6 +1,20 @@
 #include <string.h>
 #include "shim.h"
 
+/* The object-info API is versioned: HDF5 1.12 added H5O_info2_t (object
+ * tokens instead of addresses) with H5Oget_info_by_name3, and its default
+ * API maps H5O_info_t to it while H5Oget_info_by_name2 keeps taking the
+ * 1.10 struct (H5O_info1_t). Name the version explicitly on each side, so
+ * the shim builds on 1.10 (Debian 12), 1.12 and 1.14 (Debian 13, conda)
+ * whatever API mapping the library defaults to. */
+#if H5_VERSION_GE(1, 12, 0)
+typedef H5O_info2_t sc_obj_info;
+#define SC_GET_INFO_BY_NAME H5Oget_info_by_name3
+#else
+typedef H5O_info_t sc_obj_info;
+#define SC_GET_INFO_BY_NAME H5Oget_info_by_name2
+#endif
+
 void sc_quiet(void) {
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 	H5Eclear2(H5E_DEFAULT);
@@ -99,7 +113,7 @@ hid_t sc_ref_obj_type(void) { return H5T_STD_REF_OBJ; }
 int sc_kind(hid_t loc, const char *path) {
 	char buf[4096];
 	size_t n = strlen(path), i;
-	H5O_info_t info;
+	sc_obj_info info;
 	htri_t ok;
 	if (n == 0 || n >= sizeof(buf)) return -1;
 	if (strcmp(path, "/") == 0 || strcmp(path, ".") == 0) return SC_KIND_GROUP;
@@ -118,7 +132,7 @@ int sc_kind(hid_t loc, const char *path) {
 		ok = H5Oexists_by_name(loc, buf, H5P_DEFAULT);
 		if (ok < 0) return -1;
 		if (ok == 0) return SC_KIND_NONE; /* dangling soft link */
-		if (H5Oget_info_by_name2(loc, buf, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return -1;
+		if (SC_GET_INFO_BY_NAME(loc, buf, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return -1;
 		buf[i] = c;
 	}
 	switch (info.type) {
@@ -192,6 +206,17 @@ hid_t sc_create_file(const char *path) {
 
 hid_t sc_deref(hid_t obj, const void *ref) {
 	return H5Rdereference2(obj, H5P_DEFAULT, H5R_OBJECT, ref);
+}
+
+/* sc_vlen_reclaim frees what a read of variable-length data allocated:
+ * H5Dvlen_reclaim until 1.10, H5Treclaim (same arguments) from 1.12, where
+ * the former is only a deprecated symbol. */
+herr_t sc_vlen_reclaim(hid_t type, hid_t space, void *buf) {
+#if H5_VERSION_GE(1, 12, 0)
+	return H5Treclaim(type, space, H5P_DEFAULT, buf);
+#else
+	return H5Dvlen_reclaim(type, space, H5P_DEFAULT, buf);
+#endif
 }
 
 /* sc_vlen_str_like returns a variable-length memory string type with the

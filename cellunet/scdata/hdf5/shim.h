@@ -38,6 +38,7 @@ hid_t sc_create_file(const char *path);
 hid_t sc_open_file(const char *path);
 int sc_register_lzf(void);
 hid_t sc_deref(hid_t obj, const void *ref);
+herr_t sc_vlen_reclaim(hid_t type, hid_t space, void *buf);
 hid_t sc_vlen_str_like(hid_t file_type);
 hid_t sc_space_1d(hsize_t n);
 hid_t sc_space_select(hid_t dset, int rank, hsize_t start0, hsize_t count0, const hsize_t *dims);

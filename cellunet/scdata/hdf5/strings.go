@@ -101,7 +101,7 @@ func (d *Dataset) readVarStrings(ft, ms, fs C.hid_t, count int64, op string) ([]
 		}
 		defer C.H5Sclose(rs)
 	}
-	if C.H5Dvlen_reclaim(mt, rs, C.H5P_DEFAULT, unsafe.Pointer(buf)) < 0 {
+	if C.sc_vlen_reclaim(mt, rs, unsafe.Pointer(buf)) < 0 {
 		return nil, d.libErr(op)
 	}
 	return out, nil
