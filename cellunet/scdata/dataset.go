@@ -90,8 +90,8 @@ type Dataset struct {
 	// labelsNumeric: the label column holds numbers (LabelEncoder sorts
 	// them numerically).
 	labelsNumeric bool
-	src      rowSource
-	file     *hdf5.File // nil for MEX
+	src           rowSource
+	file          *hdf5.File // nil for MEX
 }
 
 // Path returns the file given to Open, or for a MEX folder the folder that
