@@ -52,7 +52,7 @@ help:
 
 # ---------------------------------------------------------------- deps
 DEBIAN_PACKAGES := libtorch-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
-	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy debootstrap shellcheck time rsync
+	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy python3-sklearn debootstrap shellcheck time rsync
 
 deps:
 	@if dpkg-query -W -f='$${Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -vq 'install ok installed' \
@@ -107,7 +107,9 @@ fixtures:
 	cd nn/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/diffusion/testdata && $(REF_PYTHON) make_golden.py
-	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py
+	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py && $(REF_PYTHON) make_scimilarity.py
+	cd cellunet/scdata/testdata && $(REF_PYTHON) make_label_golden.py
+	cd cellunet/eval/testdata && $(REF_PYTHON) make_golden.py
 
 # Test binaries for the GPU machine (see scripts/gpu-check.sh): one per
 # package that runs on libtorch, named after its directory (a/b -> a_b).

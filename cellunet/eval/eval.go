@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/scdiffusion/gotorch-train/cellunet/scdata"
@@ -47,6 +48,39 @@ func (c *Cells) validate(what string) error {
 		return fmt.Errorf("%s %s: %d labels for %d cells", what, c.Name, len(c.Labels), c.X.Rows)
 	}
 	return nil
+}
+
+// Pool concatenates sets of cells with the same genes (e.g. the files of
+// one model, one per label); all or none must be labelled.
+func Pool(parts ...*Cells) (*Cells, error) {
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("pool: no sets")
+	}
+	if len(parts) == 1 {
+		return parts[0], nil
+	}
+	first := parts[0]
+	names := make([]string, len(parts))
+	xs := make([]*scdata.CSR, len(parts))
+	var labels []string
+	for k, p := range parts {
+		if err := p.validate("generated"); err != nil {
+			return nil, err
+		}
+		names[k], xs[k] = p.Name, p.X
+		if !slices.Equal(p.Genes, first.Genes) {
+			return nil, fmt.Errorf("%s and %s have different genes; pool the files of one model", first.Name, p.Name)
+		}
+		if (p.Labels == nil) != (first.Labels == nil) {
+			return nil, fmt.Errorf("%s is labelled and %s is not; pool files of one kind", first.Name, p.Name)
+		}
+		labels = append(labels, p.Labels...)
+	}
+	pooled := &Cells{X: vstack(xs...), Genes: first.Genes, Name: strings.Join(names, ",")}
+	if first.Labels != nil {
+		pooled.Labels = labels
+	}
+	return pooled, nil
 }
 
 // Config configures Evaluate. The zero value is not valid; start from

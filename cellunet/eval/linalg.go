@@ -61,7 +61,7 @@ func parallelFor(n int, fn func(lo, hi int)) {
 }
 
 // mulCSR returns x·b for a CSR x [n, G] and a dense b [G, l]: row i of the
-// result is Σ_k x[i,k]·b[k,:].
+// result is Σ_k x[i,k]·b[k,:], summed in a fixed order.
 func mulCSR(x *scdata.CSR, b *Dense) *Dense {
 	out := newDense(x.Rows, b.Cols)
 	parallelFor(x.Rows, func(lo, hi int) {
