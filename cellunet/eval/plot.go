@@ -5,6 +5,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"path/filepath"
 	"strings"
 )
 
@@ -84,9 +85,9 @@ func (r *Report) Plot(w io.Writer, maxPerSet int) error {
 	xmin, xmax, ymin, ymax = xmin-padx, xmax+padx, ymin-pady, ymax+pady
 
 	const (
-		W, H         = 1240, 600
+		W, H         = 1240, 630
 		pw, ph       = 440, 440 // panel plot area
-		top, left    = 70, 70
+		top, left    = 100, 70
 		gap          = 620 // panel offset
 		legendOffset = pw + 12
 	)
@@ -95,9 +96,10 @@ func (r *Report) Plot(w io.Writer, maxPerSet int) error {
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
 	fmt.Fprintf(&b, `<text x="%d" y="28" font-size="16" font-weight="bold">Real and generated cells in the same embedding (joint PCA of %d + %d cells)</text>`+"\n",
 		left, e.nReal, nGen)
-	fmt.Fprintf(&b, `<text x="%d" y="48" fill="#555">%s (%d cells) vs %s (%d cells); %d + %d drawn. MMD %.4f, kNN accuracy %s, random-forest accuracy %s</text>`+"\n",
-		left, html.EscapeString(r.Real.Name), r.Real.Used, html.EscapeString(r.Generated.Name), r.Generated.Used, len(ri), len(gi),
-		r.MMD.Value, num(r.KNN.Accuracy), num(r.Forest.Accuracy))
+	fmt.Fprintf(&b, `<text x="%d" y="48" fill="#555">real: %s (%d cells) · generated: %s (%d cells) · drawn: %d + %d</text>`+"\n",
+		left, html.EscapeString(shortNames(r.Real.Name)), r.Real.Used, html.EscapeString(shortNames(r.Generated.Name)), r.Generated.Used, len(ri), len(gi))
+	fmt.Fprintf(&b, `<text x="%d" y="66" fill="#555">gene-mean Spearman %s · MMD %.4f · kNN accuracy %s · random-forest accuracy %s (0.5: indistinguishable)</text>`+"\n",
+		left, num(r.GeneMeans.Spearman), r.MMD.Value, num(r.KNN.Accuracy), num(r.Forest.Accuracy))
 
 	for panel := 0; panel < 2; panel++ {
 		ox := left + panel*gap
@@ -210,4 +212,13 @@ func tickLabel(t float64) string {
 		return "0"
 	}
 	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.3f", t), "0"), ".")
+}
+
+// shortNames shortens a comma-separated list of paths to base names.
+func shortNames(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = filepath.Base(p)
+	}
+	return clip(strings.Join(parts, ", "), 60)
 }
