@@ -304,6 +304,15 @@ func Evaluate(real, gen *Cells, cfg Config) (*Report, error) {
 			return nil, err
 		}
 		rep.Classifier = cl
+		if cl.GeneratedCells == 0 {
+			var some []string
+			for l := range cl.UnknownLabels {
+				some = append(some, l)
+			}
+			slices.Sort(some)
+			rep.Notes = append(rep.Notes, fmt.Sprintf("no generated label is a label of the real cells (generated: %s; real: %s): check --label_key and --gen_label_key",
+				examples(some), examples(classOrder(real.Classes, rLab))))
+		}
 		stage("classifier", t0)
 		fmt.Fprintf(out, "classifier: held-out real accuracy %.3f, generated accuracy %.3f (%.2f×)\n",
 			cl.RealAccuracy, cl.GeneratedAccuracy, cl.Ratio)

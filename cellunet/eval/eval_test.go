@@ -229,6 +229,19 @@ func TestEvaluateLabelsAndGenes(t *testing.T) {
 		t.Errorf("per-label rows %+v", c.PerLabel)
 	}
 
+	// Labels of another vocabulary (class ids instead of names): said so.
+	ids := &Cells{X: gen.X, Genes: gen.Genes, Labels: make([]string, gen.X.Rows), Name: "ids"}
+	for i := range ids.Labels {
+		ids.Labels[i] = string(rune('0' + i%3))
+	}
+	rep, err = Evaluate(real, ids, fastConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Notes) == 0 || !strings.Contains(rep.Notes[len(rep.Notes)-1], "no generated label is a label of the real cells") {
+		t.Errorf("no note on unmatched labels: %q", rep.Notes)
+	}
+
 	// Genes matched by name: permuting the generated columns and adding
 	// genes the real set lacks changes nothing.
 	g := gen.X.Cols
