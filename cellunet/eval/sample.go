@@ -42,9 +42,9 @@ func subsample(r *rand.Rand, n, k int) []int {
 	return p
 }
 
-// split shuffles 0..n-1 and returns the test part (round(testFrac·n)
-// indices, at least 1 and at most n-1 when n >= 2) and the train part, as
-// sklearn's train_test_split sizes them (test = ceil(testFrac·n)).
+// split shuffles 0..n-1 and returns the train part and the test part of
+// ⌈testFrac·n⌉ indices (sklearn's train_test_split sizes; at least 1 and
+// at most n−1).
 func split(r *rand.Rand, n int, testFrac float64) (train, test []int) {
 	p := r.Perm(n)
 	nt := int(math.Ceil(testFrac * float64(n)))

@@ -2,7 +2,6 @@ package eval
 
 import (
 	"math"
-	"slices"
 	"sort"
 
 	"github.com/scdiffusion/gotorch-train/cellunet/scdata"
@@ -120,17 +119,4 @@ func Accuracy[T comparable](pred, truth []T) float64 {
 		}
 	}
 	return float64(ok) / float64(len(pred))
-}
-
-// median returns the median of v (v is not modified).
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
