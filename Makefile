@@ -77,7 +77,7 @@ print-%:
 
 # ---------------------------------------------------------------- deps
 DEBIAN_PACKAGES := libtorch-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
-	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy debootstrap shellcheck time rsync
+	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy python3-sklearn debootstrap shellcheck time rsync
 
 deps:
 	@if dpkg-query -W -f='$${Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -vq 'install ok installed' \
@@ -132,7 +132,9 @@ fixtures:
 	cd nn/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/diffusion/testdata && $(REF_PYTHON) make_golden.py
-	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py
+	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py && $(REF_PYTHON) make_scimilarity.py
+	cd cellunet/scdata/testdata && $(REF_PYTHON) make_label_golden.py
+	cd cellunet/eval/testdata && $(REF_PYTHON) make_golden.py
 
 # The kit for the GPU machine, which has a pip torch but no Go (see
 # scripts/gpu-check.sh): bin/gpu/ holds a stripped test binary per package

@@ -67,6 +67,10 @@ type TrainConfig struct {
 	// Init, if set, loads initial weights (a checkpoint of the same
 	// architecture) instead of the seeded initialisation.
 	Init string
+	// Pretrained, if set, is an SCimilarity model directory loaded over the
+	// seeded initialisation as the reference's --state_dict does
+	// (Model.LoadPretrained); what was loaded is printed to Out.
+	Pretrained string
 	// Out receives progress lines; nil discards them.
 	Out io.Writer
 	// OnLog, if set, is called with every logged point.
@@ -104,8 +108,8 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("autoencoder: checkpoint frequency and log interval must be positive, got %d and %d", c.CheckpointFreq, c.LogEvery)
 	case c.SaveDir == "":
 		return fmt.Errorf("autoencoder: SaveDir is required")
-	case c.Resume != "" && c.Init != "":
-		return fmt.Errorf("autoencoder: Resume and Init are exclusive")
+	case c.Resume != "" && c.Init != "", c.Resume != "" && c.Pretrained != "", c.Init != "" && c.Pretrained != "":
+		return fmt.Errorf("autoencoder: Resume, Init and Pretrained are exclusive")
 	}
 	return nil
 }
@@ -209,6 +213,11 @@ func newTrainer(cfg TrainConfig, data RowSource) (tr *trainer, err error) {
 	}
 	if cfg.Init != "" {
 		if err := tr.model.LoadCheckpoint(cfg.Init); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Pretrained != "" {
+		if err := tr.loadPretrained(cfg.Pretrained); err != nil {
 			return nil, err
 		}
 	}

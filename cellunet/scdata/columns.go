@@ -52,6 +52,41 @@ func readColumn(f *hdf5.File, path, obj string, n int) ([]string, error) {
 	return valuesAsStrings(path, d)
 }
 
+// columnIsNumeric reports whether a column that readColumn reads holds
+// numbers (integers, floats, or a categorical whose categories are
+// numbers) rather than strings: pandas keeps such a column numeric, so
+// sklearn's LabelEncoder sorts its values numerically.
+func columnIsNumeric(f *hdf5.File, obj string) (bool, error) {
+	k, err := f.Kind(obj)
+	if err != nil {
+		return false, err
+	}
+	cats := obj
+	if k == hdf5.KindGroup { // AnnData 0.8+ categorical
+		cats = obj + "/categories"
+	} else {
+		d, err := f.OpenDataset(obj)
+		if err != nil {
+			return false, err
+		}
+		ok, err := d.HasAttr("categories") // AnnData 0.7 categorical
+		if err == nil && ok {
+			cats, err = d.ReadAttrRef("categories")
+		}
+		d.Close()
+		if err != nil {
+			return false, asFormat(err)
+		}
+	}
+	d, err := f.OpenDataset(cats)
+	if err != nil {
+		return false, asFormat(err)
+	}
+	defer d.Close()
+	c := d.Class()
+	return c == hdf5.ClassInt || c == hdf5.ClassFloat, nil
+}
+
 // readValues reads a 1-D dataset of strings or numbers as strings; n < 0
 // accepts any length.
 func readValues(f *hdf5.File, path, obj string, n int) ([]string, error) {

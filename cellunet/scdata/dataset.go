@@ -87,8 +87,11 @@ type Dataset struct {
 	barcodes []string
 	labels   []string
 	labelKey string
-	src      rowSource
-	file     *hdf5.File // nil for MEX
+	// labelsNumeric: the label column holds numbers (LabelEncoder sorts
+	// them numerically).
+	labelsNumeric bool
+	src           rowSource
+	file          *hdf5.File // nil for MEX
 }
 
 // Path returns the file given to Open, or for a MEX folder the folder that
@@ -125,6 +128,12 @@ func (d *Dataset) Barcodes() []string { return d.barcodes }
 // NoLabels. Numeric label columns are formatted as decimal strings (plain
 // HDF5 /Y = 1 reads as "1"). Shared: do not modify.
 func (d *Dataset) Labels() []string { return d.labels }
+
+// LabelsNumeric reports whether the label column holds numbers (an integer
+// or float column, or a categorical with numeric categories), whose
+// classes sort by value, as sklearn's LabelEncoder sorts a numeric array:
+// 2 before 10. String columns sort by code point ("10" before "2").
+func (d *Dataset) LabelsNumeric() bool { return d.labelsNumeric }
 
 // LabelKey returns the column the labels came from ("" without labels).
 func (d *Dataset) LabelKey() string { return d.labelKey }

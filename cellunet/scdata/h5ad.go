@@ -121,6 +121,9 @@ func openH5AD(f *hdf5.File, path string, opts OpenOptions) (*Dataset, error) {
 		if d.labels, err = readLabelColumn(f, path, "obs", key, d.rows); err != nil {
 			return d, err
 		}
+		if d.labelsNumeric, err = columnIsNumeric(f, "obs/"+key); err != nil {
+			return d, err
+		}
 		d.labelKey = key
 	}
 	if src, ok := d.src.(*h5CSR); ok && src.cols < 0 {

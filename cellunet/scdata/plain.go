@@ -56,6 +56,9 @@ func openPlain(f *hdf5.File, path string, opts OpenOptions) (*Dataset, error) {
 	if d.labels, err = readColumn(f, path, key, d.rows); err != nil {
 		return d, err
 	}
+	if d.labelsNumeric, err = columnIsNumeric(f, key); err != nil {
+		return d, err
+	}
 	d.labelKey = key
 	return d, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 )
 
 // Defaults of the reference loader (scDiffusion cell_datasets_loader.py).
@@ -51,9 +52,10 @@ type Preprocessed struct {
 	// Labels[i] is the class id of kept cell i (an index into Classes);
 	// nil when the Dataset has no labels.
 	Labels []int64
-	// Classes maps class id to label string: the sorted (byte order, as
-	// sort.Strings and sklearn's LabelEncoder) unique labels of the kept
-	// cells.
+	// Classes maps class id to label string: the sorted unique labels of
+	// the kept cells, as sklearn's LabelEncoder orders them: by value for a
+	// numeric label column (Dataset.LabelsNumeric: 2 before 10), else in
+	// byte order (sort.Strings: "10" before "2").
 	Classes []string
 	// NonIntegerCounts is the number of stored values that are not whole
 	// numbers (0 for raw UMI counts).
@@ -198,13 +200,13 @@ func Preprocess(ds *Dataset, cfg PreprocessConfig) (*Preprocessed, error) {
 		p.Barcodes[i] = barcodes[c]
 	}
 	if labels := ds.Labels(); labels != nil {
-		p.Labels, p.Classes = encodeLabels(labels, cells)
+		p.Labels, p.Classes = encodeLabels(labels, cells, ds.LabelsNumeric())
 	}
 	return p, nil
 }
 
 // encodeLabels is sklearn's LabelEncoder on the labels of the kept cells.
-func encodeLabels(labels []string, cells []int) ([]int64, []string) {
+func encodeLabels(labels []string, cells []int, numeric bool) ([]int64, []string) {
 	set := map[string]int64{}
 	for _, c := range cells {
 		set[labels[c]] = 0
@@ -213,7 +215,7 @@ func encodeLabels(labels []string, cells []int) ([]int64, []string) {
 	for s := range set {
 		classes = append(classes, s)
 	}
-	sort.Strings(classes)
+	SortClasses(classes, numeric)
 	for i, s := range classes {
 		set[s] = int64(i)
 	}
@@ -222,6 +224,50 @@ func encodeLabels(labels []string, cells []int) ([]int64, []string) {
 		ids[i] = set[labels[c]]
 	}
 	return ids, classes
+}
+
+// EncodeLabels is sklearn's LabelEncoder.fit_transform: ids index the
+// sorted unique labels (SortClasses with numeric).
+func EncodeLabels(labels []string, numeric bool) (ids []int64, classes []string) {
+	cells := make([]int, len(labels))
+	for i := range cells {
+		cells[i] = i
+	}
+	return encodeLabels(labels, cells, numeric)
+}
+
+// SortClasses sorts class names as LabelEncoder (np.unique) orders them:
+// numerically when numeric (the decimal strings of an integer or float
+// column, integers compared exactly, NaN last), else in byte order.
+func SortClasses(classes []string, numeric bool) {
+	if !numeric {
+		sort.Strings(classes)
+		return
+	}
+	sort.SliceStable(classes, func(a, b int) bool { return numLess(classes[a], classes[b]) })
+}
+
+// numLess compares two decimal strings by value: as int64 when both are
+// integers, else as float64 with NaN after every number; unparsable
+// strings (not written by this package) sort after numbers, bytewise.
+func numLess(a, b string) bool {
+	ia, ea := strconv.ParseInt(a, 10, 64)
+	ib, eb := strconv.ParseInt(b, 10, 64)
+	if ea == nil && eb == nil {
+		return ia < ib
+	}
+	fa, ea := strconv.ParseFloat(a, 64)
+	fb, eb := strconv.ParseFloat(b, 64)
+	switch {
+	case ea != nil || eb != nil:
+		if (ea == nil) != (eb == nil) {
+			return ea == nil
+		}
+		return a < b
+	case math.IsNaN(fa) || math.IsNaN(fb):
+		return !math.IsNaN(fa) && math.IsNaN(fb)
+	}
+	return fa < fb
 }
 
 // badValue builds the ErrBadValue error for entry (row, gene).

@@ -52,6 +52,7 @@ type trainerState struct {
 	DataEpoch   int64   `json:"data_epoch"`
 	Params      int64   `json:"params"`
 	Config      string  `json:"config"`
+	SaveBase    int     `json:"save_base,omitempty"`
 }
 
 func (tr *trainer) write(path string, fn func() error) error {
@@ -142,7 +143,7 @@ func (tr *trainer) saveState(s *ct.Scope, path string, label, next int) error {
 	st := trainerState{
 		Version: 1, Label: label, NextStep: next, AdamStep: tr.adamStep, LR: tr.lr,
 		LgLossScale: tr.lg, Microbatch: tr.mb, DataPos: tr.data.pos, DataEpoch: tr.data.epoch,
-		Params: tr.store.NumParams(), Config: string(cfgJSON),
+		Params: tr.store.NumParams(), Config: string(cfgJSON), SaveBase: tr.saveBase,
 	}
 	meta, err := json.Marshal(st)
 	if err != nil {
@@ -235,15 +236,19 @@ func completeLabels(dir string) ([]int, error) {
 
 // restore loads checkpoint label from dir. Without a state file (a
 // checkpoint written by the reference) it restores weights, EMA and
-// optimizer and, as the reference does, continues at step label.
+// optimizer and, as the reference does, continues at step label, saving
+// when (step − label) % save_interval == 0. From label 0 it loads, as the
+// reference (whose `if self.resume_step:` is false for 0), the weights
+// only: fresh AdamW moments and EMA = the loaded weights.
 func (tr *trainer) restore(dir string, label int, complete bool) error {
 	if err := tr.store.Load(modelFile(dir, label), true); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
+	refZero := !complete && label == 0
 	flat := tr.store.FlatParams()
 	for k, e := range tr.emas {
 		p := emaFile(dir, tr.cfg.emaName(k), label)
-		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(p); refZero || errors.Is(err, os.ErrNotExist) {
 			if err := ct.Try(func() { ct.NoGrad(func() { e.Copy_(flat) }) }); err != nil {
 				return err
 			}
@@ -253,7 +258,7 @@ func (tr *trainer) restore(dir string, label int, complete bool) error {
 			return fmt.Errorf("resume: %w", err)
 		}
 	}
-	if _, err := os.Stat(optFile(dir, label)); err == nil {
+	if _, err := os.Stat(optFile(dir, label)); err == nil && !refZero {
 		if err := tr.loadOpt(optFile(dir, label)); err != nil {
 			return fmt.Errorf("resume: %w", err)
 		}
@@ -262,7 +267,12 @@ func (tr *trainer) restore(dir string, label int, complete bool) error {
 	}
 	tr.step = label
 	if !complete {
-		fmt.Fprintf(tr.out, "resuming from %s without a state file (reference checkpoint): weights, EMA and optimizer restored; RNG, data order and sampler start fresh\n", modelFile(dir, label))
+		tr.saveBase = label
+		what := "weights, EMA and optimizer restored"
+		if refZero {
+			what = "weights restored; from step 0 the reference loads neither the optimizer nor the EMA (EMA = the weights)"
+		}
+		fmt.Fprintf(tr.out, "resuming from %s without a state file (reference checkpoint): %s; RNG, data order and sampler start fresh\n", modelFile(dir, label), what)
 		return nil
 	}
 	return tr.loadState(stateFile(dir, label))
@@ -360,6 +370,7 @@ func (tr *trainer) loadState(path string) error {
 		byName[n.Name] = n.T
 	}
 	tr.step, tr.adamStep, tr.lr, tr.lg = st.NextStep, st.AdamStep, st.LR, st.LgLossScale
+	tr.saveBase = st.SaveBase
 	// A microbatch reduced by an out-of-memory retry stays reduced; a smaller
 	// configured one wins.
 	if st.Microbatch > 0 && st.Microbatch < tr.mb {

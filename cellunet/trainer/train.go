@@ -58,6 +58,11 @@ type trainer struct {
 	mb        int     // current microbatch
 	step      int     // label of the next step
 	lastSaved int
+	// saveBase is the label the save cadence counts from: 0, or the
+	// checkpoint label S of a resume without a state file, where the
+	// reference's TrainLoop saves when (step − S) % save_interval == 0
+	// (its loop counter restarts at 0 on resume).
+	saveBase int
 }
 
 // Train runs the configured training on latents data ([N,D] float32 on
@@ -222,7 +227,7 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 		}
 		label := tr.step
 		tr.step++
-		if label%tr.cfg.SaveInterval == 0 {
+		if (label-tr.saveBase)%tr.cfg.SaveInterval == 0 {
 			if err := tr.save(label, label+1); err != nil {
 				return res, err
 			}

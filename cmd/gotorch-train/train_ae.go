@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -31,6 +32,7 @@ func newTrainAECommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1234, Usage: "random seed (initialisation, data order)", EnvVars: env("seed"), Category: catTrain},
 			&cli.IntFlag{Name: "file_seed", Value: 0, Usage: "the {seed} in checkpoint names (the reference's --seed, which only names files)", EnvVars: env("file_seed"), Category: catTrain},
 			&cli.StringFlag{Name: "resume_checkpoint", Usage: "continue from `FILE` model_seed=S_step=N.pt", EnvVars: env("resume_checkpoint"), Category: catTrain},
+			&cli.StringFlag{Name: "state_dict", Usage: "initialise from an SCimilarity model `DIR` (encoder.ckpt, decoder.ckpt) as the reference does: all but the gene-indexed first encoder and last decoder layers", EnvVars: env("state_dict"), Category: catModel},
 		}, memoryFlags(), runtimeFlags()),
 		Action: runTrainAE,
 	}
@@ -40,6 +42,9 @@ func runTrainAE(c *cli.Context) error {
 	out := c.App.Writer
 	dev, err := setup(c)
 	if err != nil {
+		return err
+	}
+	if err := checkPretrainedDir(c.String("state_dict"), c.String("resume_checkpoint")); err != nil {
 		return err
 	}
 	pp, err := loadData(c, out)
@@ -72,6 +77,7 @@ func runTrainAE(c *cli.Context) error {
 	cfg.MaxDuration = time.Duration(c.Int("max_minutes")) * time.Minute
 	cfg.SaveDir = dir
 	cfg.Resume = c.String("resume_checkpoint")
+	cfg.Pretrained = c.String("state_dict")
 	prog := newProgress(out, "train-ae", cfg.MaxSteps)
 	defer prog.done()
 	out = prog
@@ -100,9 +106,36 @@ func runTrainAE(c *cli.Context) error {
 		fmt.Fprintf(out, "interrupted: checkpoint %s written; continue with --resume_checkpoint %s\n", res.Checkpoint, res.Checkpoint)
 		return nil
 	}
+	if errors.Is(err, autoencoder.ErrPretrained) {
+		return dataErr(fmt.Errorf("--state_dict: %w", err))
+	}
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "autoencoder trained: %d steps in %.1fs; checkpoint %s\n", res.Steps, res.Duration.Seconds(), res.Checkpoint)
+	return nil
+}
+
+// checkPretrainedDir checks --state_dict before anything is written: a
+// directory with encoder.ckpt and decoder.ckpt, not combined with a resume.
+func checkPretrainedDir(dir, resume string) error {
+	if dir == "" {
+		return nil
+	}
+	if resume != "" {
+		return usagef("--state_dict initialises a new run; it cannot be combined with --resume_checkpoint")
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return dataErr(fmt.Errorf("--state_dict %s: %w", dir, errors.Unwrap(err)))
+	}
+	if !st.IsDir() {
+		return dataErr(fmt.Errorf("--state_dict %s: not a directory; want an SCimilarity model directory with %s and %s", dir, autoencoder.PretrainedEncoder, autoencoder.PretrainedDecoder))
+	}
+	for _, f := range []string{autoencoder.PretrainedEncoder, autoencoder.PretrainedDecoder} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return dataErr(fmt.Errorf("--state_dict %s: no %s (an SCimilarity model directory holds %s and %s)", dir, f, autoencoder.PretrainedEncoder, autoencoder.PretrainedDecoder))
+		}
+	}
 	return nil
 }

@@ -6,8 +6,9 @@ for gotorch-train's autoencoder golden tests
 
 Module structure and registration order are the reference's, so state_dict
 keys (`encoder.network.*`, `decoder.network.*`) and the order of random draws
-at initialisation are identical. The unused residual option and the
-SCimilarity loading helpers are omitted.
+at initialisation are identical. The unused residual option is omitted;
+the SCimilarity initialisation (load_scimilarity) keeps the reference's key
+lists.
 
 Run with Debian's /usr/bin/python3 (python3-torch 1.13).
 """
@@ -91,3 +92,29 @@ class VAE(nn.Module):
         loss.backward()
         opt.step()
         return loss.item()
+
+
+# --- SCimilarity initialisation (VAE/VAE_model.py Encoder.load_state / Decoder.load_state) ---
+# The reference's key lists, typo included: 'network.0.3.weight]' matches no key, so the first
+# encoder PReLU weight IS loaded. load_state_dict(strict=False) ignores missing and unexpected keys
+# but still raises on a shape mismatch.
+ENCODER_DROPPED = ['network.0.1.weight', 'network.0.1.bias', 'network.0.2.weight', 'network.0.2.bias',
+                   'network.0.2.running_mean', 'network.0.2.running_var', 'network.0.2.num_batches_tracked',
+                   'network.0.3.weight]']
+DECODER_DROPPED = ['network.3.weight', 'network.3.bias']
+
+
+def load_scimilarity_state(module, filename, dropped):
+    """Encoder.load_state / Decoder.load_state of the reference (map_location cpu)."""
+    ckpt = torch.load(filename, map_location=torch.device("cpu"))
+    state_dict = ckpt['state_dict']
+    for key in dropped:
+        if key in state_dict:
+            del state_dict[key]
+    module.load_state_dict(state_dict, strict=False)
+
+
+def load_scimilarity(vae, directory):
+    """VAE_train.py with --state_dict DIR: encoder.ckpt and decoder.ckpt from DIR."""
+    load_scimilarity_state(vae.encoder, directory + "/encoder.ckpt", ENCODER_DROPPED)
+    load_scimilarity_state(vae.decoder, directory + "/decoder.ckpt", DECODER_DROPPED)
