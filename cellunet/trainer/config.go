@@ -13,6 +13,7 @@ package trainer
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
@@ -179,6 +180,17 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("trainer: EMA rate %v outside [0,1)", r)
 		}
 	}
+	switch c.ScheduleSampler {
+	case "", "uniform", "loss-second-moment":
+	default:
+		return fmt.Errorf("trainer: unknown schedule_sampler %q (want uniform or loss-second-moment)", c.ScheduleSampler)
+	}
+	if !(c.ScaleGrowth >= 0) || math.IsInf(c.ScaleGrowth, 0) {
+		return fmt.Errorf("trainer: fp16_scale_growth must be a finite number >= 0, got %v", c.ScaleGrowth)
+	}
+	if _, err := diffusion.NewSchedule(c.Diffusion); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -210,6 +222,11 @@ type Hooks struct {
 	// BeforeSave runs before each checkpoint file is written; an error
 	// aborts the save (tests simulate a crash mid-checkpoint).
 	BeforeSave func(path string) error
+	// BeforeRun runs once in Train after the model is built and any
+	// checkpoint restored, before the first step and before anything is
+	// written to SaveDir (progress.csv included); an error aborts Train with
+	// nothing on disk changed. Callers create their own files here.
+	BeforeRun func() error
 }
 
 // StepInfo describes a finished step to Hooks.AfterStep.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"time"
 
@@ -77,19 +76,32 @@ func Train(ctx context.Context, cfg Config, data *ct.Tensor) (res Result, err er
 		return res, err
 	}
 	defer tr.close()
+	// Nothing has been written yet: the caller may still refuse the run.
+	if h := cfg.Hooks.BeforeRun; h != nil {
+		if err := h(); err != nil {
+			return res, err
+		}
+	}
+	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
+		return res, err
+	}
 	return tr.run(ctx)
 }
 
-func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
-	tr = &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
+// newTrainer builds the trainer; on error everything it built is released
+// (the deferred close works on the local value, never on a nil result).
+func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
+	tr := &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
+	built := false
 	defer func() {
-		if err != nil {
+		if !built {
 			tr.close()
 		}
 	}()
+	var err error
 	// The model's initialisation draws from the default CPU generator, as
 	// torch.manual_seed followed by Cell_Unet() does in Python.
 	if err := ct.ManualSeed(cfg.Seed); err != nil {
@@ -139,8 +151,10 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	err = ct.Try(func() {
 		o := ct.On(cfg.Device)
 		tr.m, tr.v = ct.Zeros(o, p), ct.Zeros(o, p)
+		flat := tr.store.FlatParams().Detach()
+		defer flat.Free()
 		for range cfg.EMARates {
-			tr.emas = append(tr.emas, tr.store.FlatParams().Detach().Clone())
+			tr.emas = append(tr.emas, flat.Clone())
 		}
 		tr.sumsq = ct.Zeros(ct.Options{DType: ct.Float64, Device: cfg.Device}, 2)
 	})
@@ -157,9 +171,7 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 		}
 		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
 	}
-	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
-		return nil, err
-	}
+	built = true
 	return tr, nil
 }
 
@@ -441,7 +453,7 @@ type Prober struct {
 }
 
 // NewProber builds the trainer cfg describes over data. Nothing is written
-// to disk.
+// to disk (a prober has no progress file and never saves).
 func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -449,13 +461,7 @@ func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
 	cfg.ResumeCheckpoint = ""
 	cfg.Hooks = Hooks{}
 	cfg.Out = nil
-	dir, err := os.MkdirTemp("", "gotorch-preflight-")
-	if err != nil {
-		return nil, err
-	}
-	cfg.SaveDir = dir
 	tr, err := newTrainer(cfg, data)
-	os.RemoveAll(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
@@ -444,4 +446,61 @@ func TestOOMRetryIsStepExact(t *testing.T) {
 	}
 	equalBits(t, "losses", recB.losses, recA.losses)
 	equalBits(t, "final weights", flatParams(t, cfgB.SaveDir, 12), flatParams(t, cfgA.SaveDir, 12))
+}
+
+// TestSetupErrorsAreErrors: a failure while the trainer is built (after the
+// model and buffers exist) is returned as an error, releases what was built
+// and writes nothing; before the fix the deferred cleanup dereferenced the
+// nil result and panicked.
+func TestSetupErrorsAreErrors(t *testing.T) {
+	data := latents(t, 64, 16, 1)
+	defer data.Free()
+	corrupt := filepath.Join(t.TempDir(), "model000100.pt")
+	if err := os.WriteFile(corrupt, []byte("#!/bin/sh\nnot a checkpoint\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		resume string
+	}{
+		{"missing checkpoint", filepath.Join(t.TempDir(), "nope", "model000100.pt")},
+		{"corrupt checkpoint", corrupt},
+		{"directory without checkpoints", t.TempDir()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.ResumeCheckpoint = tc.resume
+			ran := false
+			cfg.Hooks.BeforeRun = func() error { ran = true; return nil }
+			before := ct.LiveTensors()
+			_, err := Train(context.Background(), cfg, data)
+			if err == nil {
+				t.Fatal("Train succeeded")
+			}
+			if ran {
+				t.Error("BeforeRun ran although the checkpoint could not be restored")
+			}
+			if n := ct.LiveTensors() - before; n != 0 {
+				t.Errorf("%d tensor handles leaked", n)
+			}
+			if entries, _ := os.ReadDir(cfg.SaveDir); len(entries) != 0 {
+				t.Errorf("the failed run wrote %d files into its save dir", len(entries))
+			}
+		})
+	}
+	cfg := smallConfig(t)
+	cfg.ScheduleSampler = "foo"
+	if _, err := Train(context.Background(), cfg, data); err == nil || !strings.Contains(err.Error(), "schedule_sampler") {
+		t.Errorf("unknown sampler: %v", err)
+	}
+	// BeforeRun refusing the run: nothing written, the error returned.
+	cfg = smallConfig(t)
+	refuse := errors.New("refused")
+	cfg.Hooks.BeforeRun = func() error { return refuse }
+	if _, err := Train(context.Background(), cfg, data); !errors.Is(err, refuse) {
+		t.Errorf("BeforeRun's error not returned: %v", err)
+	}
+	if entries, _ := os.ReadDir(cfg.SaveDir); len(entries) != 0 {
+		t.Errorf("a refused run wrote %d files", len(entries))
+	}
 }
