@@ -86,7 +86,9 @@ type Config struct {
 
 	// OOMRetry recovers from out-of-memory in forward/backward: the step is
 	// rerun from its first slice with half the microbatch (same batch, same
-	// noise and timesteps), and the run continues with that microbatch.
+	// noise and timesteps), and the run continues with that microbatch. The
+	// gradient is unchanged, with SumMicrobatchGrads too: there every
+	// sample keeps the weight 1/len(its slice of the configured Microbatch).
 	OOMRetry bool
 
 	// Out receives progress lines (default: discard).

@@ -366,8 +366,15 @@ func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (
 		}
 		from := tr.mb
 		tr.mb = (tr.mb + 1) / 2
-		fmt.Fprintf(tr.out, "step %d: out of memory with microbatch %d; retrying the same batch with microbatch %d (batch_size %d unchanged)\n",
-			tr.step, from, tr.mb, tr.cfg.BatchSize)
+		how := "batch_size %d unchanged"
+		if tr.cfg.SumMicrobatchGrads {
+			how += "; --microbatch_sum: every sample keeps the weight of its --microbatch %d chunk, so the summed gradient is unchanged"
+			how = fmt.Sprintf(how, tr.cfg.BatchSize, tr.cfg.microbatch())
+		} else {
+			how = fmt.Sprintf(how, tr.cfg.BatchSize)
+		}
+		fmt.Fprintf(tr.out, "step %d: out of memory with microbatch %d; retrying the same batch with microbatch %d (%s)\n",
+			tr.step, from, tr.mb, how)
 		if h := tr.cfg.Hooks.OnOOMRetry; h != nil {
 			h(tr.step, from, tr.mb, err)
 		}
@@ -404,7 +411,7 @@ func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor
 			weighted := mse.Mul(wj)
 			var loss *ct.Tensor
 			if tr.cfg.SumMicrobatchGrads {
-				loss = weighted.Mean() // [REF] each slice's own mean; slice gradients add up
+				loss = tr.summedSliceLoss(weighted, off, n)
 			} else {
 				loss = weighted.Sum().DivScalar(float64(B)) // slice's share of the batch mean
 			}
@@ -428,6 +435,35 @@ func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor
 		}
 	})
 	return all, err
+}
+
+// summedSliceLoss is the loss of samples [off, off+n) under
+// SumMicrobatchGrads. [REF] The reference takes each slice's own mean and
+// adds the slices' gradients, so the configured microbatch m is part of the
+// mathematics: sample i weighs 1/len(its slice of m). A slice of m is
+// exactly that mean; after an out-of-memory retry with a smaller microbatch
+// a slice may cover parts of several configured slices, and each part keeps
+// its configured weight, so the summed gradient is the configured one.
+func (tr *trainer) summedSliceLoss(weighted *ct.Tensor, off, n int64) *ct.Tensor {
+	m := int64(tr.cfg.microbatch())
+	B := int64(tr.cfg.BatchSize)
+	if off%m == 0 && n == min(m, B-off) {
+		return weighted.Mean()
+	}
+	var loss *ct.Tensor
+	for lo := off; lo < off+n; {
+		start := lo / m * m       // the configured slice holding sample lo
+		size := min(m, B-start)   // its length
+		hi := min(off+n, start+m) // end of the part inside this slice
+		part := weighted.Narrow(0, lo-off, hi-lo).Sum().DivScalar(float64(size))
+		if loss == nil {
+			loss = part
+		} else {
+			loss = loss.Add(part)
+		}
+		lo = hi
+	}
+	return loss
 }
 
 func (tr *trainer) dump(label int, lr float64) {

@@ -504,3 +504,50 @@ func TestSetupErrorsAreErrors(t *testing.T) {
 		t.Errorf("a refused run wrote %d files", len(entries))
 	}
 }
+
+// TestOOMRetryKeepsSummedGradient: with SumMicrobatchGrads the configured
+// microbatch is part of the mathematics (k slices sum to k× the batch-mean
+// gradient). A retry with a smaller microbatch, aligned or not with the
+// configured slices, must give the configured gradient, not one that grows
+// with the number of slices.
+func TestOOMRetryKeepsSummedGradient(t *testing.T) {
+	data := latents(t, 256, 128, 3)
+	defer data.Free()
+	grads := func(run int) []float64 {
+		cfg := DefaultConfig()
+		cfg.SaveDir = t.TempDir()
+		cfg.Microbatch, cfg.SumMicrobatchGrads = 32, true
+		tr, err := newTrainer(cfg, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.close()
+		s := ct.NewScope()
+		defer s.Close()
+		batch := tr.data.next(s)
+		tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
+		noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
+		if _, err := tr.tryForwardBackward(s, batch, tt, w, noise, run); err != nil {
+			t.Fatal(err)
+		}
+		grads, _ := tr.store.Grads(s)
+		var parts []*ct.Tensor
+		for _, g := range grads {
+			parts = append(parts, g.Reshape(-1))
+		}
+		return cgotorchtest.Float64s(ct.Cat(parts, 0))
+	}
+	want := grads(32)
+	var maxAbs float64
+	for _, g := range want {
+		maxAbs = math.Max(maxAbs, math.Abs(g))
+	}
+	for _, run := range []int{16, 12, 5} {
+		got := grads(run)
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > 1e-5*maxAbs+1e-9 {
+				t.Fatalf("microbatch %d (configured 32, summed): grad[%d] = %.9g, want %.9g", run, i, got[i], want[i])
+			}
+		}
+	}
+}
