@@ -115,6 +115,17 @@ func (c TrainConfig) Validate() error {
 	return nil
 }
 
+// ResumeError is returned by Train when TrainConfig.Resume cannot be
+// restored (misnamed, missing, corrupt, or written for other data or
+// another model). Nothing was written.
+type ResumeError struct {
+	Path string
+	Err  error
+}
+
+func (e *ResumeError) Error() string { return e.Err.Error() }
+func (e *ResumeError) Unwrap() error { return e.Err }
+
 // LogPoint is one logged loss: the mean training loss (MSE) of the Steps
 // steps ending at step label Step.
 type LogPoint struct {
@@ -246,7 +257,7 @@ func newTrainer(cfg TrainConfig, data RowSource) (*trainer, error) {
 	tr.host = make([]float32, cfg.BatchSize*int(cfg.Model.Genes))
 	if cfg.Resume != "" {
 		if err := tr.resume(cfg.Resume); err != nil {
-			return nil, err
+			return nil, &ResumeError{Path: cfg.Resume, Err: err}
 		}
 	}
 	built = true

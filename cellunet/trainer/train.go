@@ -19,6 +19,17 @@ import (
 // current step was finished and a checkpoint written.
 var ErrInterrupted = errors.New("trainer: interrupted")
 
+// ResumeError is returned by Train when the checkpoint of
+// Config.ResumeCheckpoint cannot be restored (missing, incomplete, corrupt or
+// for another model). Nothing was written.
+type ResumeError struct {
+	Path string
+	Err  error
+}
+
+func (e *ResumeError) Error() string { return e.Err.Error() }
+func (e *ResumeError) Unwrap() error { return e.Err }
+
 // Result summarises a run.
 type Result struct {
 	// Steps is the number of steps this call ran; NextStep the label a
@@ -164,10 +175,10 @@ func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
 	if cfg.ResumeCheckpoint != "" {
 		dir, label, complete, err := resumePoint(cfg.ResumeCheckpoint)
 		if err != nil {
-			return nil, err
+			return nil, &ResumeError{Path: cfg.ResumeCheckpoint, Err: err}
 		}
 		if err := tr.restore(dir, label, complete); err != nil {
-			return nil, err
+			return nil, &ResumeError{Path: cfg.ResumeCheckpoint, Err: err}
 		}
 		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
 	}

@@ -177,6 +177,9 @@ func sniff(path string) error {
 		return err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return fmt.Errorf("%s: is a directory, not a PyTorch checkpoint file: %w", path, ErrFormat)
+	}
 	head := make([]byte, 4)
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
