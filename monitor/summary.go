@@ -131,7 +131,7 @@ func (m *Monitor) Summary() Summary {
 // warnings and leak verdicts, e.g.
 //
 //	Memory summary: 31 samples; peak RSS 412.3 MiB (VmHWM 420.1 MiB), peak CPU tensors 96.0 MiB, at most 310 live tensors
-//	Cleanup: 4 runs, 12.5 ms in total (Go GC 10.1 ms, emptyCache 0 s), median 3.1 ms, p95 4.0 ms; released 0 B reserved, 1.2 MiB RSS
+//	Cleanup: 4 runs, 12.5ms in total (Go GC 10.1ms, emptyCache 0.0ms), median 3.1ms, p95 4.0ms; released 0.0 MiB reserved, 1.2 MiB RSS
 //	Warnings: 0 out-of-memory, 0 host memory, 0 co-tenant changes, 0 allocator-retry rises; leaks: none
 func (s Summary) Lines() []string {
 	if s.Samples == 0 && s.Cleanups == 0 && s.OOMs == 0 {
@@ -157,9 +157,13 @@ func (s Summary) Lines() []string {
 	peaks = append(peaks, fmt.Sprintf("at most %d live tensors", s.MaxLiveTensors))
 	lines := []string{fmt.Sprintf("Memory summary: %d samples; %s", s.Samples, strings.Join(peaks, ", "))}
 	if s.Cleanups > 0 {
-		lines = append(lines, fmt.Sprintf("Cleanup: %d runs, %v in total (Go GC %v, emptyCache %v), median %v, p95 %v; released %s reserved, %s RSS",
-			s.Cleanups, s.CleanupTime.Round(time.Microsecond), s.CleanupGoGC.Round(time.Microsecond), s.CleanupEmptyCache.Round(time.Microsecond),
-			s.CleanupMedian.Round(time.Microsecond), s.CleanupP95.Round(time.Microsecond), fmtSize(max(s.ReleasedReservedBytes, 0)), fmtSize(max(s.ReleasedRSSBytes, 0))))
+		runs := "runs"
+		if s.Cleanups == 1 {
+			runs = "run"
+		}
+		lines = append(lines, fmt.Sprintf("Cleanup: %d %s, %s in total (Go GC %s, emptyCache %s), median %s, p95 %s; released %s reserved, %s RSS",
+			s.Cleanups, runs, ms(s.CleanupTime), ms(s.CleanupGoGC), ms(s.CleanupEmptyCache), ms(s.CleanupMedian), ms(s.CleanupP95),
+			fmtSize(max(s.ReleasedReservedBytes, 0)), fmtSize(max(s.ReleasedRSSBytes, 0))))
 	} else {
 		lines = append(lines, "Cleanup: none ran")
 	}
