@@ -288,7 +288,7 @@ func allocConfRemedy(rc RunContext) (Remedy, bool) {
 		if split > 0 {
 			why += "; drop max_split_size_mb"
 		}
-		return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: why}, true
+		return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: why + "; or --alloc_conf " + v}, true
 	}
 	n := 128
 	if split > 0 {
@@ -298,5 +298,5 @@ func allocConfRemedy(rc RunContext) (Remedy, bool) {
 		n = split / 2
 	}
 	v := strings.Join(append(keep, "max_split_size_mb:"+strconv.Itoa(n)), ",")
-	return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: "libtorch < 2.1 has no expandable_segments; a last resort that can cost speed"}, true
+	return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: "libtorch < 2.1 has no expandable_segments; a last resort that can cost speed; or --alloc_conf " + v}, true
 }
