@@ -156,30 +156,7 @@ func loadFile(t *testing.T, path string) []float64 {
 func TestMicrobatchEquivalence(t *testing.T) {
 	data := latents(t, 256, 128, 3)
 	defer data.Free()
-	grads := func(mb int, sum bool) []float64 {
-		cfg := DefaultConfig()
-		cfg.SaveDir = t.TempDir()
-		cfg.Microbatch, cfg.SumMicrobatchGrads = mb, sum
-		tr, err := newTrainer(cfg, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.close()
-		s := ct.NewScope()
-		defer s.Close()
-		batch := tr.data.next(s)
-		tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
-		noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
-		if _, err := tr.forwardBackward(s, batch, tt, w, noise); err != nil {
-			t.Fatal(err)
-		}
-		grads, _ := tr.store.Grads(s)
-		var parts []*ct.Tensor
-		for _, g := range grads {
-			parts = append(parts, g.Reshape(-1))
-		}
-		return cgotorchtest.Float64s(ct.Cat(parts, 0))
-	}
+	grads := func(mb int, sum bool) []float64 { return firstBatchGrads(t, data, mb, sum, mb) }
 	whole, micro, summed := grads(128, false), grads(32, false), grads(32, true)
 	var maxAbs float64
 	for _, g := range whole {
@@ -513,30 +490,7 @@ func TestSetupErrorsAreErrors(t *testing.T) {
 func TestOOMRetryKeepsSummedGradient(t *testing.T) {
 	data := latents(t, 256, 128, 3)
 	defer data.Free()
-	grads := func(run int) []float64 {
-		cfg := DefaultConfig()
-		cfg.SaveDir = t.TempDir()
-		cfg.Microbatch, cfg.SumMicrobatchGrads = 32, true
-		tr, err := newTrainer(cfg, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.close()
-		s := ct.NewScope()
-		defer s.Close()
-		batch := tr.data.next(s)
-		tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
-		noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
-		if _, err := tr.tryForwardBackward(s, batch, tt, w, noise, run); err != nil {
-			t.Fatal(err)
-		}
-		grads, _ := tr.store.Grads(s)
-		var parts []*ct.Tensor
-		for _, g := range grads {
-			parts = append(parts, g.Reshape(-1))
-		}
-		return cgotorchtest.Float64s(ct.Cat(parts, 0))
-	}
+	grads := func(run int) []float64 { return firstBatchGrads(t, data, 32, true, run) }
 	want := grads(32)
 	var maxAbs float64
 	for _, g := range want {
@@ -550,4 +504,32 @@ func TestOOMRetryKeepsSummedGradient(t *testing.T) {
 			}
 		}
 	}
+}
+
+// firstBatchGrads is the flat gradient of the first batch (128 of data) of
+// the default model configured with microbatch mb (and SumMicrobatchGrads
+// sum), computed with the slices of microbatch run.
+func firstBatchGrads(t *testing.T, data *ct.Tensor, mb int, sum bool, run int) []float64 {
+	cfg := DefaultConfig()
+	cfg.SaveDir = t.TempDir()
+	cfg.Microbatch, cfg.SumMicrobatchGrads = mb, sum
+	tr, err := newTrainer(cfg, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	s := ct.NewScope()
+	defer s.Close()
+	batch := tr.data.next(s)
+	tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
+	noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
+	if _, err := tr.tryForwardBackward(s, batch, tt, w, noise, run); err != nil {
+		t.Fatal(err)
+	}
+	grads, _ := tr.store.Grads(s)
+	var parts []*ct.Tensor
+	for _, g := range grads {
+		parts = append(parts, g.Reshape(-1))
+	}
+	return cgotorchtest.Float64s(ct.Cat(parts, 0))
 }
