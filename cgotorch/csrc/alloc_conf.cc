@@ -22,12 +22,6 @@
 #endif
 #include <c10/cuda/CUDAAllocatorConfig.h>
 #include <c10/cuda/CUDACachingAllocator.h>
-// From 2.9 the device-independent keys live in AcceleratorAllocatorConfig;
-// CUDAAllocatorConfig's accessors for them are deprecated forwarders.
-#if __has_include(<c10/core/AllocatorConfig.h>)
-#include <c10/core/AllocatorConfig.h>
-#define CGT_ACCELERATOR_ALLOC_CONF 1
-#endif
 #endif
 #endif
 
@@ -41,21 +35,21 @@ char *dup_string(const std::string &s) {
 }
 
 #ifdef CGT_ALLOC_CONF_READBACK
+// CUDAAllocatorConfig's accessors, in every release from 2.2: its own
+// settings up to 2.8; from 2.9 deprecated forwarders to
+// c10::CachingAllocator::AcceleratorAllocatorConfig, which now holds the
+// device-independent keys (the deprecation warning is silenced here). Going
+// through CUDAAllocatorConfig reads what the CUDA allocator uses in each.
 namespace cfg {
-#ifdef CGT_ACCELERATOR_ALLOC_CONF
-using A = c10::CachingAllocator::AcceleratorAllocatorConfig;
-size_t max_split_size() { return A::max_split_size(); }
-double gc_threshold() { return A::garbage_collection_threshold(); }
-std::vector<size_t> roundup() { return A::roundup_power2_divisions(); }
-std::string last() { return A::last_allocator_settings(); }
-#else
 using C = c10::cuda::CUDACachingAllocator::CUDAAllocatorConfig;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 size_t max_split_size() { return C::max_split_size(); }
 double gc_threshold() { return C::garbage_collection_threshold(); }
 std::vector<size_t> roundup() { return C::roundup_power2_divisions(); }
 std::string last() { return C::last_allocator_settings(); }
-#endif
-bool expandable() { return c10::cuda::CUDACachingAllocator::CUDAAllocatorConfig::expandable_segments(); }
+#pragma GCC diagnostic pop
+bool expandable() { return C::expandable_segments(); }
 }  // namespace cfg
 
 std::string readback() {

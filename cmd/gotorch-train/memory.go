@@ -210,7 +210,7 @@ func (mem *memory) preflight(cfg trainer.Config, data *ct.Tensor, force bool) (*
 		if force || errors.Is(err, ct.ErrOutOfMemory) {
 			return nil, err
 		}
-		fmt.Fprintln(mem.out, "warning: pre-flight failed:", err)
+		fmt.Fprintln(mem.out, "warning: pre-flight failed:", userMessage(err))
 		return nil, nil
 	}
 	rc := mem.runContext()
