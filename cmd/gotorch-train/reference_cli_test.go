@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -201,6 +202,22 @@ func checkTrain(t *testing.T, what string, got, want trainer.Config) {
 			if !reflect.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
 				t.Errorf("%s: %s = %+v, want %+v", what, name, gv.Field(i).Interface(), wv.Field(i).Interface())
 			}
+		}
+	}
+}
+
+// TestUserMessage: errors reach the user on one line, without the Go
+// package prefixes of the libraries, nested ones included.
+func TestUserMessage(t *testing.T) {
+	for in, want := range map[string]string{
+		"monitor: out of memory (host): CPU out of memory":                       "out of memory (host): CPU out of memory",
+		"--resume_checkpoint: trainer: resume: cgotorch: load: x.pt: bad":        "--resume_checkpoint: resume: load: x.pt: bad",
+		"--data_dir: a.h5ad: /obs (scdata: nested): x\nsecond line":              "--data_dir: a.h5ad: /obs (nested): x second line",
+		"--vae_path: autoencoder: ptfile: x.pt: not a PyTorch checkpoint; nn: y": "--vae_path: x.pt: not a PyTorch checkpoint; y",
+		"the file nn.pt: fine": "the file nn.pt: fine",
+	} {
+		if got := userMessage(errors.New(in)); got != want {
+			t.Errorf("userMessage(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
