@@ -156,6 +156,9 @@ func (s Summary) Lines() []string {
 	}
 	peaks = append(peaks, fmt.Sprintf("at most %d live tensors", s.MaxLiveTensors))
 	lines := []string{fmt.Sprintf("Memory summary: %d samples; %s", s.Samples, strings.Join(peaks, ", "))}
+	if s.Samples == 0 {
+		lines[0] = "Memory summary: no samples were taken (the run ended before its first step)"
+	}
 	if s.Cleanups > 0 {
 		runs := "runs"
 		if s.Cleanups == 1 {

@@ -178,25 +178,31 @@ func sniff(path string) error {
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.IsDir() {
-		return fmt.Errorf("%s: is a directory, not a PyTorch checkpoint file: %w", path, ErrFormat)
+		return notCheckpoint(path + ": is a directory, not a PyTorch checkpoint file")
 	}
 	head := make([]byte, 4)
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
 	switch {
 	case n == 0:
-		return fmt.Errorf("%s: empty file, not a PyTorch checkpoint: %w", path, ErrFormat)
+		return notCheckpoint(path + ": empty file, not a PyTorch checkpoint")
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
 		r, err := zip.OpenReader(path)
 		if err != nil {
-			return fmt.Errorf("%s: a damaged or truncated zip archive, not a readable PyTorch checkpoint (%v): %w", path, err, ErrFormat)
+			return notCheckpoint(fmt.Sprintf("%s: a damaged or truncated zip archive, not a readable PyTorch checkpoint (%v)", path, err))
 		}
 		return r.Close()
 	case head[0] == 0x80:
 		return nil
 	}
-	return fmt.Errorf("%s: not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, this file starts with %q: %w", path, head, ErrFormat)
+	return notCheckpoint(fmt.Sprintf("%s: not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, this file starts with %q", path, head))
 }
+
+// notCheckpoint is an error wrapping ErrFormat whose text is msg alone.
+type notCheckpoint string
+
+func (e notCheckpoint) Error() string { return string(e) }
+func (e notCheckpoint) Unwrap() error { return ErrFormat }
 
 func keyString(k any) (string, error) {
 	switch v := k.(type) {
