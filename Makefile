@@ -108,8 +108,11 @@ $(SHIM_DIR)/.dir:
 	@mkdir -p $(SHIM_DIR) && touch $@
 
 # ---------------------------------------------------------------- Go
+# The commit for --version when Go's own VCS stamping is off (-buildvcs=false).
+GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -modified)
+
 build: $(SHIM)
-	$(GO_ENV) $(GO) build -o $(BIN_DIR)/gotorch-train ./cmd/gotorch-train
+	$(GO_ENV) $(GO) build -ldflags "-X main.commit=$(GIT_COMMIT)" -o $(BIN_DIR)/gotorch-train ./cmd/gotorch-train
 
 vet: $(SHIM)
 	$(GO_ENV) $(GO) vet ./...

@@ -56,10 +56,12 @@ type Config struct {
 	// Threads is the intra-op thread count for libtorch and OpenBLAS. Zero
 	// keeps libtorch's default (OMP_NUM_THREADS, else the core count).
 	Threads int
-	// AllocConf, if non-empty, is exported as PYTORCH_CUDA_ALLOC_CONF. The
-	// CUDA caching allocator parses it once, when it first initialises, so
-	// Init must run before the first CUDA allocation. An empty value leaves
-	// the environment untouched (a value exported by the shell still applies).
+	// AllocConf, if non-empty, is exported as PYTORCH_CUDA_ALLOC_CONF and
+	// PYTORCH_ALLOC_CONF (AllocConfEnv: libtorch releases differ in which
+	// they read first). The CUDA caching allocator parses it once, when it
+	// first initialises, so Init must run before the first CUDA allocation.
+	// An empty value leaves the environment untouched (a value exported by
+	// the shell still applies).
 	AllocConf string
 	// UntrackedCPUAllocator keeps libtorch's own CPU allocator. By default Init
 	// installs the byte-counting CPU allocator behind CPUAllocatorStats.
@@ -89,7 +91,7 @@ func Init(cfg Config) (BuildInfo, error) {
 			b.ABIVersion, ABIVersion, ErrInvalidArgument)
 	}
 	if cfg.AllocConf != "" {
-		if err := os.Setenv("PYTORCH_CUDA_ALLOC_CONF", cfg.AllocConf); err != nil {
+		if err := exportAllocConf(cfg.AllocConf); err != nil {
 			return b, err
 		}
 	}

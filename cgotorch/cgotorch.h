@@ -26,7 +26,7 @@
 #define CGT_EXPORT
 #endif
 
-#define CGT_ABI_VERSION 5
+#define CGT_ABI_VERSION 6
 
 typedef struct cgt_tensor_s *cgt_tensor;
 typedef struct cgt_optim_s *cgt_optim;
@@ -437,7 +437,11 @@ CGT_EXPORT cgt_status cgt_adamw_set_state(cgt_optim o, int32_t i, int64_t step,
  * The gradient is either the flat tensor g, or (g NULL) nseg segments laid
  * end to end with seg_numel[k] elements each: grads[k] contiguous, or NULL
  * for a zero gradient (per-parameter gradients autograd allocated itself).
- * grad_scale multiplies the gradient in place before use (1/loss_scale).
+ * grad_scale multiplies the gradient as it is read (1/loss_scale); the
+ * gradient tensors are never written, except zeroed by zero_grad. Version
+ * counters of every tensor written are bumped (autograd sees the update).
+ * opts.amsgrad is refused (CGT_ERR_INVALID_ARGUMENT): this kernel has no
+ * max_exp_avg_sq.
  * If sumsq is not NULL (float64 [2] on the same device), sum(g'^2) and
  * sum(p^2) over the scaled gradient and the parameters before the update
  * are added to sumsq[0] and sumsq[1]: the norms come with no extra pass.
@@ -500,6 +504,31 @@ CGT_EXPORT cgt_status cgt_autocast_clear_cache(void) CGT_NOEXCEPT;
 /* (end of distributed) */
 
 /* ------------------------------------------------------------- misc */
+
+/* Allocator settings as the CUDA caching allocator parsed them (not the
+ * environment text): *out is "key:value,..." (free with cgt_free) and
+ * *state says where it came from: CGT_ALLOC_CONF_READ (read back from
+ * libtorch's allocator configuration), CGT_ALLOC_CONF_NOT_APPLICABLE (CPU
+ * flavour: there is no CUDA caching allocator; *out explains) or
+ * CGT_ALLOC_CONF_UNAVAILABLE (libtorch older than 2.1 keeps the parsed
+ * settings private; *out explains). Reading the settings parses the
+ * environment if the allocator has not yet done so, as it would itself. */
+enum {
+  CGT_ALLOC_CONF_READ = 1,
+  CGT_ALLOC_CONF_NOT_APPLICABLE = 0,
+  CGT_ALLOC_CONF_UNAVAILABLE = -1
+};
+CGT_EXPORT cgt_status cgt_alloc_conf_readback(char **out, int32_t *state) CGT_NOEXCEPT;
+
+/* CUDA runtime and driver API versions (1000*major + 10*minor, e.g. 12040)
+ * of the loaded CUDA libraries; 0 where the call is unavailable.
+ * CGT_ERR_NO_CUDA on the CPU flavour. */
+CGT_EXPORT cgt_status cgt_cuda_versions(int32_t *runtime, int32_t *driver) CGT_NOEXCEPT;
+
+/* Test hook for the error paths: the n-th tensor handle created from now on
+ * by the calling OS thread fails as if `new` ran out of memory (the call
+ * returns CGT_ERR_OUT_OF_MEMORY); n <= 0 disarms it. */
+CGT_EXPORT void cgt_debug_fail_handle_alloc(int32_t n) CGT_NOEXCEPT;
 
 /* (end of misc) */
 

@@ -271,8 +271,9 @@ type FusedStep struct {
 	// zero gradient.
 	Grads     []*Tensor
 	GradNumel []int64
-	// GradScale multiplies the gradient in place before use (1/loss
-	// scale); 0 means 1.
+	// GradScale multiplies the gradient as it is read (1/loss scale); 0
+	// means 1. The gradient tensors are never written (except zeroed with
+	// ZeroGrad), on the CPU as on CUDA.
 	GradScale float64
 	// EMAs are updated after the step: EMAs[k] = Rates[k]·EMAs[k] + (1-Rates[k])·p.
 	EMAs  []*Tensor
@@ -287,6 +288,9 @@ type FusedStep struct {
 
 // FusedAdamW applies one AdamW update to flat buffers in a single pass over
 // memory (CPU) or a few whole-buffer kernels (CUDA), with the options of fs.
+// cfg.AMSGrad is refused (ErrInvalidArgument). Every tensor written has its
+// version counter bumped, as an in-place op would, so autograd rejects a
+// graph that saved one of them before the update.
 // step is the 1-based update count for bias correction. The arithmetic is
 // PyTorch's AdamW; p, m, v and every EMA must be contiguous float tensors
 // with the same numel on the same device; the gradient is g (same layout)

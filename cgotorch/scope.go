@@ -20,11 +20,21 @@ import (
 // unowned too and the caller must Free it or hand it to a scope with Adopt.
 //
 // A Tensor is not safe for concurrent mutation; read-only use from several
-// goroutines is fine.
+// goroutines is fine. Use *Tensor only: a copied Tensor value would hold
+// the same handle, and freeing both frees it twice (`go vet` reports copies).
 type Tensor struct {
+	_     noCopy
 	h     C.cgt_tensor
 	scope *Scope
 }
+
+// noCopy makes `go vet` (its copylocks check) report any copy of the struct
+// that embeds it; it has no other effect. See sync.noCopy.
+type noCopy struct{}
+
+// Lock and Unlock are no-ops, there for go vet.
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 func newTensor(h C.cgt_tensor, s *Scope) *Tensor {
 	t := &Tensor{h: h}

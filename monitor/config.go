@@ -114,12 +114,12 @@ func MergeSettings(auto Settings, ex Explicit) (Settings, []string) {
 var (
 	// ErrAllocConfConflict: expandable_segments:True together with
 	// max_split_size_mb (asserts and unbounded reserved growth, S8).
-	ErrAllocConfConflict = errors.New("monitor: PYTORCH_CUDA_ALLOC_CONF: expandable_segments:True cannot be combined with max_split_size_mb")
+	ErrAllocConfConflict = errors.New("monitor: expandable_segments:True cannot be combined with max_split_size_mb (asserts and unbounded reserved growth, pytorch/pytorch#123548)")
 	// ErrAllocConfUnsupported: an option the running libtorch cannot parse
 	// for certain (expandable_segments before 2.1).
-	ErrAllocConfUnsupported = errors.New("monitor: PYTORCH_CUDA_ALLOC_CONF option not supported by this libtorch")
+	ErrAllocConfUnsupported = errors.New("monitor: allocator option not supported by this libtorch")
 	// ErrAllocConfSyntax: not of the form opt:val,opt:val.
-	ErrAllocConfSyntax = errors.New("monitor: PYTORCH_CUDA_ALLOC_CONF syntax")
+	ErrAllocConfSyntax = errors.New("monitor: bad allocator settings")
 )
 
 // allocOption describes an option of the caching allocator (S8).
@@ -208,7 +208,7 @@ func ValidateAllocConf(conf string, torchMajor, torchMinor int) (warnings []stri
 		seen[o.Key] = o.Value
 		info, known := allocOptions[o.Key]
 		if !known {
-			warnings = append(warnings, fmt.Sprintf("PYTORCH_CUDA_ALLOC_CONF: unknown option %q (libtorch may refuse it when the allocator starts)", o.Key))
+			warnings = append(warnings, fmt.Sprintf("unknown option %q (libtorch may refuse it when the allocator starts)", o.Key))
 			continue
 		}
 		switch o.Key {
@@ -217,7 +217,7 @@ func ValidateAllocConf(conf string, torchMajor, torchMinor int) (warnings []stri
 			if e != nil || n <= 20 {
 				return warnings, fmt.Errorf("%w: max_split_size_mb:%s must be an integer above 20", ErrAllocConfSyntax, o.Value)
 			}
-			warnings = append(warnings, fmt.Sprintf("PYTORCH_CUDA_ALLOC_CONF: max_split_size_mb:%d is a last resort against fragmentation "+
+			warnings = append(warnings, fmt.Sprintf("max_split_size_mb:%d is a last resort against fragmentation "+
 				"and can cost substantial speed; on libtorch ≥ 2.1 prefer expandable_segments:True", n))
 		case "expandable_segments":
 			if !strings.EqualFold(o.Value, "true") && !strings.EqualFold(o.Value, "false") {
@@ -237,7 +237,7 @@ func ValidateAllocConf(conf string, torchMajor, torchMinor int) (warnings []stri
 			}
 		}
 		if older(info) && o.Key != "expandable_segments" {
-			warnings = append(warnings, fmt.Sprintf("PYTORCH_CUDA_ALLOC_CONF: %s appeared around libtorch %d.%d; running %d.%d may refuse it",
+			warnings = append(warnings, fmt.Sprintf("allocator option %s appeared around libtorch %d.%d; running %d.%d may refuse it",
 				o.Key, info.major, info.minor, torchMajor, torchMinor))
 		}
 	}
@@ -249,7 +249,7 @@ func ValidateAllocConf(conf string, torchMajor, torchMinor int) (warnings []stri
 	if seen["backend"] == "cudaMallocAsync" {
 		for _, o := range opts {
 			if allocOptions[o.Key].nativeOnly {
-				warnings = append(warnings, fmt.Sprintf("PYTORCH_CUDA_ALLOC_CONF: %s is ignored by backend:cudaMallocAsync", o.Key))
+				warnings = append(warnings, fmt.Sprintf("allocator option %s is ignored by backend:cudaMallocAsync", o.Key))
 			}
 		}
 	}

@@ -99,13 +99,13 @@ func (m *Monitor) ReportOOM(err error) *OOMReport {
 	rep := &OOMReport{
 		Time: s.Time, Step: m.lastStep, Error: err.Error(), Message: msg, Headline: FirstSentence(msg),
 		Summary: NewMemorySummary(&s), Parsed: parsed, Diagnosis: diag, Remedies: Remedies(diag, rc),
-		Sample: s, Run: rc, Versions: m.versions(),
+		Sample: s, Run: rc, Versions: m.versions(), Unavailable: rc.unavailableNote(), AllocSettings: allocSettings(),
 	}
 	if m.leak.Warm() {
 		rep.Leaks = m.leak.Verdicts()
 	}
 	if m.opts.ReportPath != "" {
-		path := numberedPath(m.opts.ReportPath, m.ooms)
+		path := freeReportPath(m.opts.ReportPath, m.ooms)
 		if b, jerr := json.MarshalIndent(rep, "", "  "); jerr != nil {
 			m.println("⚠️ OOM report not written: " + jerr.Error())
 		} else if werr := writeFileAtomic(path, append(b, '\n')); werr != nil {
@@ -118,6 +118,16 @@ func (m *Monitor) ReportOOM(err error) *OOMReport {
 		m.println(l)
 	}
 	return rep
+}
+
+// allocSettings is the CUDA caching allocator's configuration as libtorch
+// parsed it, or why it cannot be read.
+func allocSettings() string {
+	text, _, err := cgotorch.AllocConfReadback()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return text
 }
 
 // numberedPath returns path for n == 1 and name-n.ext after that.

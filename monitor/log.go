@@ -139,14 +139,6 @@ type seriesWriter struct {
 	err error
 }
 
-func createSeries(path string) (*seriesWriter, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	return &seriesWriter{f: f, w: bufio.NewWriterSize(f, 4096)}, nil
-}
-
 func (sw *seriesWriter) write(s *Sample) {
 	if sw == nil || sw.err != nil {
 		return

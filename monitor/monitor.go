@@ -49,10 +49,13 @@ type Options struct {
 	Out io.Writer
 	// SeriesPath, if set, receives one JSON object per sample (JSON Lines).
 	SeriesPath string
-	// PlotPath, if set, receives the memory-over-steps SVG at Close.
+	// AppendSeries continues an existing series file (Files.Append).
+	AppendSeries bool
+	// PlotPath, if set, receives the memory-over-steps SVG at Close, if at
+	// least one sample was taken.
 	PlotPath string
-	// ReportPath, if set, receives each out-of-memory report as JSON (the
-	// n-th report of a run goes to name-n.ext).
+	// ReportPath, if set, receives each out-of-memory report as JSON, at the
+	// first free name of name.ext, name-2.ext, ... (Files.Report).
 	ReportPath string
 	// Device is the CUDA device ordinal watched (ignored without CUDA).
 	// New initialises CUDA on it (cgotorch.CUDAInit), so run cgotorch.Init
@@ -127,7 +130,7 @@ type Monitor struct {
 
 // New creates a Monitor. It opens NVML when CUDA is available (unless
 // given or disabled; failure only leaves the NVML figures invalid) and
-// creates the series file when SeriesPath is set.
+// starts the files Options names (see SetFiles).
 func New(opts Options) (*Monitor, error) {
 	m := &Monitor{opts: opts, out: opts.Out, build: cgotorch.Build()}
 	if m.out == nil {
@@ -197,14 +200,10 @@ func New(opts Options) (*Monitor, error) {
 	if m.plot.max <= 0 {
 		m.plot.max = 2000
 	}
-	if opts.SeriesPath != "" {
-		sw, err := createSeries(opts.SeriesPath)
-		if err != nil {
-			m.closeNVML()
-			m.sp.host.close()
-			return nil, fmt.Errorf("monitor: series: %w", err)
-		}
-		m.series = sw
+	if err := m.SetFiles(Files{Series: opts.SeriesPath, Plot: opts.PlotPath, Report: opts.ReportPath, Append: opts.AppendSeries}); err != nil {
+		m.closeNVML()
+		m.sp.host.close()
+		return nil, err
 	}
 	return m, nil
 }
@@ -402,10 +401,14 @@ func (m *Monitor) allocAdvice() string {
 	if rc.AllocConf == "" {
 		rc.AllocConf = EffectiveAllocConf()
 	}
-	if r, ok := allocConfRemedy(rc); ok {
-		return r.Action + " or a smaller --microbatch"
+	smaller := "a smaller --microbatch"
+	if !rc.has("--microbatch") {
+		smaller = "a smaller --batch_size"
 	}
-	return "a smaller --microbatch"
+	if r, ok := allocConfRemedy(rc); ok {
+		return r.Action + " or " + smaller
+	}
+	return smaller
 }
 
 // ShouldCleanup reports whether step is a periodic cleanup step
@@ -469,25 +472,33 @@ func (m *Monitor) DeviceTotalBytes() (int64, bool) {
 
 func (m *Monitor) println(s string) { _, _ = io.WriteString(m.out, s+"\n") }
 
+// Versions identifies the software (the OOM report's version line).
+func (m *Monitor) Versions() VersionInfo { return m.versions() }
+
 func (m *Monitor) versions() VersionInfo {
 	v := VersionInfo{Program: m.opts.Program, Go: runtime.Version(), Torch: m.build.TorchVersion, Flavour: m.build.Flavour(),
 		ShimABI: m.build.ABIVersion, Driver: m.driver, Device: m.opts.Device}
+	if m.build.CUDA {
+		if rt, drv, err := cgotorch.CUDAVersions(); err == nil {
+			v.CUDA = "runtime " + cgotorch.FormatCUDAVersion(rt) + ", driver API " + cgotorch.FormatCUDAVersion(drv)
+		}
+	}
 	if m.sp.cuda {
 		v.DevicePCI = m.sp.busID
 	}
 	return v
 }
 
-// Close writes the plot (PlotPath), closes the series and the NVML library
-// the Monitor opened, and returns the first error. It is idempotent; the
-// Monitor must not be used afterwards.
+// Close writes the plot (PlotPath, when this run took a sample), closes
+// the series and the NVML library the Monitor opened, and returns the first
+// error. It is idempotent; the Monitor must not be used afterwards.
 func (m *Monitor) Close() error {
 	if m.closed {
 		return nil
 	}
 	m.closed = true
 	var errs []error
-	if m.opts.PlotPath != "" {
+	if m.opts.PlotPath != "" && m.samples > 0 {
 		if err := m.WritePlot(m.opts.PlotPath); err != nil {
 			errs = append(errs, fmt.Errorf("monitor: plot: %w", err))
 		}

@@ -31,6 +31,9 @@ type VersionInfo struct {
 	Torch   string `json:"torch"`
 	Flavour string `json:"flavour"`
 	ShimABI int    `json:"shim_abi"`
+	// CUDA is the CUDA runtime and driver API versions of the CUDA flavour
+	// ("runtime 12.4, driver API 12.6"; "" on the CPU flavour).
+	CUDA string `json:"cuda,omitempty"`
 	// Driver is the NVIDIA driver version from NVML ("" without NVML).
 	Driver string `json:"driver,omitempty"`
 	// Device and DevicePCI name the watched CUDA device.
@@ -56,11 +59,17 @@ type OOMReport struct {
 	Parsed    OOMMessage `json:"parsed"`
 	Diagnosis Diagnosis  `json:"diagnosis"`
 	Remedies  []Remedy   `json:"remedies"`
+	// Unavailable is a note for a command that lacks flags the fixed
+	// suggestions name (RunContext.Unavailable), "" otherwise.
+	Unavailable string `json:"unavailable,omitempty"`
 	// Sample was taken at report time, with an allocator snapshot.
-	Sample   Sample        `json:"sample"`
-	Run      RunContext    `json:"run"`
-	Versions VersionInfo   `json:"versions"`
-	Leaks    []LeakVerdict `json:"leaks,omitempty"`
+	Sample   Sample      `json:"sample"`
+	Run      RunContext  `json:"run"`
+	Versions VersionInfo `json:"versions"`
+	// AllocSettings are the CUDA caching allocator's settings as libtorch
+	// parsed them (cgotorch.AllocConfReadback), or why they cannot be read.
+	AllocSettings string        `json:"alloc_settings"`
+	Leaks         []LeakVerdict `json:"leaks,omitempty"`
 	// ReportPath is where the JSON record was written ("" if not).
 	ReportPath string `json:"-"`
 }
@@ -167,22 +176,43 @@ func (r *OOMReport) Lines() []string {
 			lines = append(lines, fmt.Sprintf("   %c) %s", 'a'+rune(i), rm))
 		}
 	}
-	v := r.Versions
-	ver := fmt.Sprintf("ℹ️ libtorch %s (%s flavour), %s", v.Torch, v.Flavour, v.Go)
-	if v.Program != "" {
-		ver = "ℹ️ " + v.Program + ", " + ver[len("ℹ️ "):]
+	if r.Unavailable != "" {
+		lines = append(lines, "ℹ️ "+r.Unavailable)
 	}
-	if v.Driver != "" {
-		ver += ", driver " + v.Driver
+	if r.Run.AllocConf != "" || r.AllocSettings != "" {
+		conf := r.Run.AllocConf
+		if conf == "" {
+			conf = "(unset)"
+		}
+		lines = append(lines, "⚙️ Allocator: configured "+conf+"; in effect: "+r.AllocSettings)
 	}
-	if v.DevicePCI != "" {
-		ver += fmt.Sprintf(", cuda:%d (PCI %s)", v.Device, v.DevicePCI)
-	}
-	lines = append(lines, ver)
+	lines = append(lines, "ℹ️ "+r.Versions.Line())
 	if r.ReportPath != "" {
 		lines = append(lines, "📄 Full message and statistics: "+r.ReportPath)
 	}
 	return lines
+}
+
+// Line is the versions as one line: program (with its version and commit),
+// libtorch and the shim, CUDA, the NVIDIA driver, Go and the device, the
+// parts that are known.
+func (v VersionInfo) Line() string {
+	var parts []string
+	if v.Program != "" {
+		parts = append(parts, v.Program)
+	}
+	parts = append(parts, fmt.Sprintf("libtorch %s (%s flavour, shim ABI %d)", v.Torch, v.Flavour, v.ShimABI))
+	if v.CUDA != "" {
+		parts = append(parts, "CUDA "+v.CUDA)
+	}
+	if v.Driver != "" {
+		parts = append(parts, "NVIDIA driver "+v.Driver)
+	}
+	parts = append(parts, v.Go)
+	if v.DevicePCI != "" {
+		parts = append(parts, fmt.Sprintf("cuda:%d (PCI %s)", v.Device, v.DevicePCI))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Fprint writes Lines to w, one per line.

@@ -76,12 +76,14 @@ type plotBuffer struct {
 	count  int
 }
 
-func (b *plotBuffer) add(s *Sample) {
+func (b *plotBuffer) add(s *Sample) { b.addPoint(newPlotPoint(s)) }
+
+func (b *plotBuffer) addPoint(p plotPoint) {
 	if b.stride == 0 {
 		b.stride = 1
 	}
 	if b.count%b.stride == 0 {
-		b.pts = append(b.pts, newPlotPoint(s))
+		b.pts = append(b.pts, p)
 		if len(b.pts) >= b.max {
 			k := 0
 			for i := 0; i < len(b.pts); i += 2 {

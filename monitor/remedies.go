@@ -28,6 +28,46 @@ type RunContext struct {
 	// Preflight, if set, is the pre-flight model (X1): remedies then quote
 	// predicted peaks.
 	Preflight *PreflightResult `json:"-"`
+	// SumMicrobatchGrads reports --microbatch_sum: the gradient is the sum
+	// of the chunks' mean gradients, so the microbatch is part of the
+	// mathematics and changing it changes the update.
+	SumMicrobatchGrads bool `json:"microbatch_sum"`
+	// Command names the program's command ("train-ae"); Unavailable lists
+	// the flags it lacks among those remedies name ("--microbatch",
+	// "--use_fp16", "--batch_size"): remedies naming them are left out and
+	// the report says the fixed suggestions naming them do not apply.
+	Command     string   `json:"command,omitempty"`
+	Unavailable []string `json:"unavailable,omitempty"`
+}
+
+// has reports whether the command has flag (every flag when Unavailable
+// is empty).
+func (rc RunContext) has(flag string) bool {
+	for _, u := range rc.Unavailable {
+		if u == flag {
+			return false
+		}
+	}
+	return true
+}
+
+// unavailableNote says which of the fixed suggestions' flags the command
+// lacks ("" when it has them all).
+func (rc RunContext) unavailableNote() string {
+	var missing []string
+	for _, f := range []string{"--batch_size", "--microbatch", "--use_fp16"} {
+		if !rc.has(f) {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	cmd := rc.Command
+	if cmd == "" {
+		cmd = "this command"
+	}
+	return fmt.Sprintf("%s has no %s: the suggestions naming it apply to the diffusion training (train), not here", cmd, strings.Join(missing, " or "))
 }
 
 // effectiveMicrobatch is the chunk size actually used.
@@ -109,13 +149,18 @@ func (r Remedy) String() string {
 }
 
 // Remedies ranks concrete remedies for a diagnosis given the run's settings
-// (memory.md X4): the cause's own fix first, then the general ones.
+// (memory.md X4): the cause's own fix first, then the general ones. A
+// remedy naming a flag of rc.Unavailable is left out.
 func Remedies(d Diagnosis, rc RunContext) []Remedy {
 	var out []Remedy
 	add := func(r Remedy, ok bool) {
-		if ok {
-			out = append(out, r)
+		if !ok {
+			return
 		}
+		if flag, _, _ := strings.Cut(r.Action, " "); strings.HasPrefix(flag, "--") && !rc.has(flag) {
+			return
+		}
+		out = append(out, r)
 	}
 	mbRemedy := func() (Remedy, bool) {
 		next := rc.NextMicrobatch()
@@ -134,7 +179,11 @@ func Remedies(d Diagnosis, rc RunContext) []Remedy {
 		}
 		cur := rc.effectiveMicrobatch()
 		r := Remedy{Action: fmt.Sprintf("--microbatch %d → %d", cur, next)}
-		if rc.BatchSize > 0 {
+		switch {
+		case rc.BatchSize > 0 && rc.SumMicrobatchGrads:
+			r.Why = fmt.Sprintf("same --batch_size %d in %d chunks; with --microbatch_sum the gradient is the sum over chunks, so it becomes %d× the batch mean instead of %d×: the update changes",
+				rc.BatchSize, rc.BatchSize/next, rc.BatchSize/next, max(rc.BatchSize/max(cur, 1), 1))
+		case rc.BatchSize > 0:
 			r.Why = fmt.Sprintf("same --batch_size %d in %d chunks: the mathematics is unchanged", rc.BatchSize, rc.BatchSize/next)
 		}
 		if pf := rc.Preflight; pf != nil {
@@ -239,7 +288,7 @@ func allocConfRemedy(rc RunContext) (Remedy, bool) {
 		if split > 0 {
 			why += "; drop max_split_size_mb"
 		}
-		return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: why}, true
+		return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: why + "; or --alloc_conf " + v}, true
 	}
 	n := 128
 	if split > 0 {
@@ -249,5 +298,5 @@ func allocConfRemedy(rc RunContext) (Remedy, bool) {
 		n = split / 2
 	}
 	v := strings.Join(append(keep, "max_split_size_mb:"+strconv.Itoa(n)), ",")
-	return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: "libtorch < 2.1 has no expandable_segments; a last resort that can cost speed"}, true
+	return Remedy{Action: "PYTORCH_CUDA_ALLOC_CONF=" + v, Why: "libtorch < 2.1 has no expandable_segments; a last resort that can cost speed; or --alloc_conf " + v}, true
 }

@@ -271,11 +271,37 @@ func (s *Store) LoadStateDict(sd []ct.Named, strict bool) error {
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrStateDict, strings.Join(problems, "; "))
 	}
+	// Stage every value as a new tensor on its destination's device and
+	// dtype first: every allocation or conversion that can fail happens
+	// here, before the store is touched, and no staged value aliases the
+	// store (a source overlapping a parameter would make copy_ fail half-way).
+	// The copies then run between same-shape, same-dtype, same-device,
+	// non-overlapping tensors. The cost is one transient copy of sd.
+	sc := ct.NewScope()
+	defer sc.Close()
+	staged := make([]*ct.Tensor, len(s.params))
+	err := ct.Try(func() {
+		for i, p := range s.params {
+			t, ok := byName[p.Name]
+			if !ok {
+				continue
+			}
+			dev, dt := p.T.Device(), p.T.DType()
+			v := sc.Adopt(t.To(dev, dt))
+			if t.Device() == dev && t.DType() == dt {
+				v = sc.Adopt(v.Clone()) // To returned an alias of t
+			}
+			staged[i] = v
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w: staging the values (store unchanged): %w", ErrStateDict, err)
+	}
 	return ct.Try(func() {
 		ct.NoGrad(func() {
-			for _, p := range s.params {
-				if t, ok := byName[p.Name]; ok {
-					p.T.Copy_(t)
+			for i, p := range s.params {
+				if staged[i] != nil {
+					p.T.Copy_(staged[i])
 				}
 			}
 		})

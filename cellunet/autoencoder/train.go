@@ -78,6 +78,11 @@ type TrainConfig struct {
 	// AfterStep, if set, is called after every step's update at the fixed
 	// phase where memory is sampled (the memory monitor).
 	AfterStep func(step int)
+	// BeforeRun, if set, runs once after the model is built and any
+	// checkpoint restored, before the first step and before anything is
+	// written to SaveDir; an error aborts Train with nothing on disk
+	// changed. Callers create their own files here.
+	BeforeRun func() error
 }
 
 // DefaultTrainConfig is the reference's training for genes genes on the
@@ -113,6 +118,17 @@ func (c TrainConfig) Validate() error {
 	}
 	return nil
 }
+
+// ResumeError is returned by Train when TrainConfig.Resume cannot be
+// restored (misnamed, missing, corrupt, or written for other data or
+// another model). Nothing was written.
+type ResumeError struct {
+	Path string
+	Err  error
+}
+
+func (e *ResumeError) Error() string { return e.Err.Error() }
+func (e *ResumeError) Unwrap() error { return e.Err }
 
 // LogPoint is one logged loss: the mean training loss (MSE) of the Steps
 // steps ending at step label Step.
@@ -166,6 +182,12 @@ func Train(ctx context.Context, cfg TrainConfig, data RowSource) (Result, error)
 		return Result{}, err
 	}
 	defer tr.close()
+	// Nothing has been written yet: the caller may still refuse the run.
+	if cfg.BeforeRun != nil {
+		if err := cfg.BeforeRun(); err != nil {
+			return Result{}, err
+		}
+	}
 	return tr.run(ctx)
 }
 
@@ -193,17 +215,21 @@ type trainer struct {
 	lastSaved int
 }
 
-func newTrainer(cfg TrainConfig, data RowSource) (tr *trainer, err error) {
-	tr = &trainer{cfg: cfg, out: cfg.Out, data: data, lastSaved: -1,
+// newTrainer builds the trainer; on error everything it built is released
+// (the deferred close works on the local value, never on a nil result).
+func newTrainer(cfg TrainConfig, data RowSource) (*trainer, error) {
+	tr := &trainer{cfg: cfg, out: cfg.Out, data: data, lastSaved: -1,
 		pcg: rand.NewPCG(cfg.Seed, 0x5ce11d1f)}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
+	built := false
 	defer func() {
-		if err != nil {
+		if !built {
 			tr.close()
 		}
 	}()
+	var err error
 	if err := ct.ManualSeed(cfg.Seed); err != nil {
 		return nil, err
 	}
@@ -240,9 +266,10 @@ func newTrainer(cfg TrainConfig, data RowSource) (tr *trainer, err error) {
 	tr.host = make([]float32, cfg.BatchSize*int(cfg.Model.Genes))
 	if cfg.Resume != "" {
 		if err := tr.resume(cfg.Resume); err != nil {
-			return nil, err
+			return nil, &ResumeError{Path: cfg.Resume, Err: err}
 		}
 	}
+	built = true
 	return tr, nil
 }
 

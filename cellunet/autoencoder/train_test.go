@@ -258,3 +258,35 @@ func TestTrainStops(t *testing.T) {
 		t.Error("empty SaveDir accepted")
 	}
 }
+
+// TestTrainSetupErrorsAreErrors: a resume that fails after the model and
+// optimizer buffers exist returns an error, releases them and writes
+// nothing; before the fix the deferred cleanup dereferenced the nil result
+// and panicked.
+func TestTrainSetupErrorsAreErrors(t *testing.T) {
+	data := lowRankCSR(t, 64, 50)
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, autoencoder.CheckpointName(0, 10))
+	if err := os.WriteFile(corrupt, []byte("PK\x03\x04 truncated"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, resume := range []string{filepath.Join(dir, "nope", autoencoder.CheckpointName(0, 10)), corrupt, filepath.Join(dir, "model.pt")} {
+		cfg := smallTrainConfig(t)
+		cfg.Resume = resume
+		ran := false
+		cfg.BeforeRun = func() error { ran = true; return nil }
+		before := ct.LiveTensors()
+		if _, err := autoencoder.Train(context.Background(), cfg, data); err == nil {
+			t.Errorf("resume %s: Train succeeded", resume)
+		}
+		if ran {
+			t.Errorf("resume %s: BeforeRun ran", resume)
+		}
+		if n := ct.LiveTensors() - before; n != 0 {
+			t.Errorf("resume %s: %d tensor handles leaked", resume, n)
+		}
+		if _, err := os.Stat(cfg.SaveDir); !os.IsNotExist(err) {
+			t.Errorf("resume %s: the failed run created its save dir (%v)", resume, err)
+		}
+	}
+}

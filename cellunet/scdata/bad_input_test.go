@@ -289,11 +289,11 @@ func TestBadFiles(t *testing.T) {
 func TestBad10x(t *testing.T) {
 	multi := fixtures.Path(t, "format_fixtures/10x/1.2.0/multiple_genomes.h5")
 	_, err := Open(multi, OpenOptions{NoLabels: true})
-	wantErr(t, err, ErrAmbiguous, "multiple_genomes.h5", "\"another_genome\", \"hg19_chr21\"", "Genome")
+	wantErr(t, err, ErrAmbiguous, "multiple_genomes.h5", "\"another_genome\", \"hg19_chr21\"", "choose one genome")
 	_, err = Open(multi, OpenOptions{NoLabels: true, Genome: "mm10"})
 	wantErr(t, err, ErrFormat, "genome \"mm10\" not found")
 	_, err = Open(multi, OpenOptions{Genome: "hg19_chr21"})
-	wantErr(t, err, ErrNoLabels, "multiple_genomes.h5", "NoLabels")
+	wantErr(t, err, ErrNoLabels, "multiple_genomes.h5", "without labels")
 	v3 := fixtures.Path(t, "format_fixtures/10x/3.0.0/filtered_feature_bc_matrix.h5")
 	_, err = Open(v3, OpenOptions{NoLabels: true, Genome: "mm10"})
 	wantErr(t, err, ErrFormat, "genome \"mm10\" not found", "GRCh38_chr21")

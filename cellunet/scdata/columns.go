@@ -167,7 +167,7 @@ func decodeCategorical(path, obj string, cats []string, codes []int64) ([]string
 	out := make([]string, len(codes))
 	for i, c := range codes {
 		if c < 0 {
-			return nil, fmt.Errorf("%s: /%s: row %d has no value (categorical code %d); drop unlabelled cells or open with NoLabels: %w", path, obj, i, c, ErrFormat)
+			return nil, fmt.Errorf("%s: /%s: row %d has no value (categorical code %d); drop unlabelled cells or read no labels: %w", path, obj, i, c, ErrFormat)
 		}
 		if c >= int64(len(cats)) {
 			return nil, fmt.Errorf("%s: /%s: row %d has code %d but there are only %d categories: %w", path, obj, i, c, len(cats), ErrFormat)

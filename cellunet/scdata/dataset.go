@@ -317,5 +317,5 @@ func listOrNone(v []string) string {
 
 // noLabelsErr explains that a format carries no cell annotations.
 func noLabelsErr(path, what string) error {
-	return fmt.Errorf("%s: %s carries no cell annotations, so there is no label column; open with OpenOptions.NoLabels: %w", path, what, ErrNoLabels)
+	return fmt.Errorf("%s: %s carries no cell annotations, so there is no label column: read it without labels: %w", path, what, ErrNoLabels)
 }

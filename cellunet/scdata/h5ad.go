@@ -211,7 +211,7 @@ func readLabelColumn(f *hdf5.File, path, obs, key string, n int) ([]string, erro
 		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%s: /%s: no label column %q; available obs columns: %s (set OpenOptions.LabelKey, or NoLabels): %w",
+		return nil, fmt.Errorf("%s: /%s: no label column %q; available obs columns: %s (choose one of them as the label column, or read no labels): %w",
 			path, obs, key, listOrNone(cols), ErrNoLabels)
 	}
 	return readColumn(f, path, obj, n)

@@ -57,7 +57,7 @@ func findMEX(dir, genome string) (mexFiles, string, error) {
 		case len(subs) == 1:
 			return findMEX(filepath.Join(dir, subs[0]), "")
 		default:
-			return m, dir, fmt.Errorf("%s: genome sub-folders %s; set OpenOptions.Genome: %w", dir, listOrNone(subs), ErrAmbiguous)
+			return m, dir, fmt.Errorf("%s: genome sub-folders %s; choose one genome: %w", dir, listOrNone(subs), ErrAmbiguous)
 		}
 	}
 	if m.features = firstExisting(dir, "features.tsv.gz", "features.tsv"); m.features != "" {

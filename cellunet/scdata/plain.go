@@ -50,7 +50,7 @@ func openPlain(f *hdf5.File, path string, opts OpenOptions) (*Dataset, error) {
 		return d, err
 	} else if k != hdf5.KindDataset {
 		kids, _ := f.Children()
-		return d, fmt.Errorf("%s: /%s: no label dataset %q in this plain HDF5 file; root holds %s (set OpenOptions.LabelKey, or NoLabels): %w",
+		return d, fmt.Errorf("%s: /%s: no label dataset %q in this plain HDF5 file; root holds %s (choose the label dataset, or read no labels): %w",
 			path, key, key, listOrNone(kids), ErrNoLabels)
 	}
 	if d.labels, err = readColumn(f, path, key, d.rows); err != nil {

@@ -73,7 +73,7 @@ func featureFilter(path, what string, opts OpenOptions, types, genomes []string)
 	}
 	if opts.Genome == "" && genomes != nil {
 		if u := uniqueSorted(genomes); len(u) > 1 {
-			return nil, 0, fmt.Errorf("%s: %s: features come from genomes %s; set OpenOptions.Genome: %w", path, what, listOrNone(u), ErrAmbiguous)
+			return nil, 0, fmt.Errorf("%s: %s: features come from genomes %s; choose one genome: %w", path, what, listOrNone(u), ErrAmbiguous)
 		}
 	}
 	n := max(len(types), len(genomes))
@@ -187,7 +187,7 @@ func open10xV2(f *hdf5.File, path string, genomes []string, opts OpenOptions) (*
 	case len(genomes) == 1:
 		g = genomes[0]
 	default:
-		return nil, fmt.Errorf("%s: the file holds genomes %s; set OpenOptions.Genome: %w", path, listOrNone(genomes), ErrAmbiguous)
+		return nil, fmt.Errorf("%s: the file holds genomes %s; choose one genome: %w", path, listOrNone(genomes), ErrAmbiguous)
 	}
 	shape, err := read10xShape(f, path, g+"/shape")
 	if err != nil {

@@ -198,6 +198,21 @@ func resumePoint(path string) (dir string, label int, complete bool, err error) 
 	return dir, label, serr == nil, nil
 }
 
+// CheckResume reports, without reading any checkpoint, whether path can be
+// resumed from: a directory holding a complete checkpoint, or an existing
+// file named modelNNNNNN.pt. Train checks the contents; this cheap check
+// lets a caller refuse a bad path before it loads the data.
+func CheckResume(path string) error {
+	dir, label, _, err := resumePoint(path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(modelFile(dir, label)); err != nil {
+		return fmt.Errorf("resume checkpoint: %w", err)
+	}
+	return nil
+}
+
 var modelName = regexp.MustCompile(`^model(\d+)\.pt$`)
 
 // parseLabel: the integer after "model" and before ".pt" (the reference's

@@ -13,6 +13,7 @@ package trainer
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
@@ -85,7 +86,9 @@ type Config struct {
 
 	// OOMRetry recovers from out-of-memory in forward/backward: the step is
 	// rerun from its first slice with half the microbatch (same batch, same
-	// noise and timesteps), and the run continues with that microbatch.
+	// noise and timesteps), and the run continues with that microbatch. The
+	// gradient is unchanged, with SumMicrobatchGrads too: there every
+	// sample keeps the weight 1/len(its slice of the configured Microbatch).
 	OOMRetry bool
 
 	// Out receives progress lines (default: discard).
@@ -179,6 +182,17 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("trainer: EMA rate %v outside [0,1)", r)
 		}
 	}
+	switch c.ScheduleSampler {
+	case "", "uniform", "loss-second-moment":
+	default:
+		return fmt.Errorf("trainer: unknown schedule_sampler %q (want uniform or loss-second-moment)", c.ScheduleSampler)
+	}
+	if !(c.ScaleGrowth >= 0) || math.IsInf(c.ScaleGrowth, 0) {
+		return fmt.Errorf("trainer: fp16_scale_growth must be a finite number >= 0, got %v", c.ScaleGrowth)
+	}
+	if _, err := diffusion.NewSchedule(c.Diffusion); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -210,6 +224,11 @@ type Hooks struct {
 	// BeforeSave runs before each checkpoint file is written; an error
 	// aborts the save (tests simulate a crash mid-checkpoint).
 	BeforeSave func(path string) error
+	// BeforeRun runs once in Train after the model is built and any
+	// checkpoint restored, before the first step and before anything is
+	// written to SaveDir (progress.csv included); an error aborts Train with
+	// nothing on disk changed. Callers create their own files here.
+	BeforeRun func() error
 }
 
 // StepInfo describes a finished step to Hooks.AfterStep.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"time"
 
@@ -19,6 +18,17 @@ import (
 // ErrInterrupted is returned (wrapped) when the context was cancelled: the
 // current step was finished and a checkpoint written.
 var ErrInterrupted = errors.New("trainer: interrupted")
+
+// ResumeError is returned by Train when the checkpoint of
+// Config.ResumeCheckpoint cannot be restored (missing, incomplete, corrupt or
+// for another model). Nothing was written.
+type ResumeError struct {
+	Path string
+	Err  error
+}
+
+func (e *ResumeError) Error() string { return e.Err.Error() }
+func (e *ResumeError) Unwrap() error { return e.Err }
 
 // Result summarises a run.
 type Result struct {
@@ -82,19 +92,32 @@ func Train(ctx context.Context, cfg Config, data *ct.Tensor) (res Result, err er
 		return res, err
 	}
 	defer tr.close()
+	// Nothing has been written yet: the caller may still refuse the run.
+	if h := cfg.Hooks.BeforeRun; h != nil {
+		if err := h(); err != nil {
+			return res, err
+		}
+	}
+	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
+		return res, err
+	}
 	return tr.run(ctx)
 }
 
-func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
-	tr = &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
+// newTrainer builds the trainer; on error everything it built is released
+// (the deferred close works on the local value, never on a nil result).
+func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
+	tr := &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
+	built := false
 	defer func() {
-		if err != nil {
+		if !built {
 			tr.close()
 		}
 	}()
+	var err error
 	// The model's initialisation draws from the default CPU generator, as
 	// torch.manual_seed followed by Cell_Unet() does in Python.
 	if err := ct.ManualSeed(cfg.Seed); err != nil {
@@ -144,8 +167,10 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	err = ct.Try(func() {
 		o := ct.On(cfg.Device)
 		tr.m, tr.v = ct.Zeros(o, p), ct.Zeros(o, p)
+		flat := tr.store.FlatParams().Detach()
+		defer flat.Free()
 		for range cfg.EMARates {
-			tr.emas = append(tr.emas, tr.store.FlatParams().Detach().Clone())
+			tr.emas = append(tr.emas, flat.Clone())
 		}
 		tr.sumsq = ct.Zeros(ct.Options{DType: ct.Float64, Device: cfg.Device}, 2)
 	})
@@ -155,16 +180,14 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	if cfg.ResumeCheckpoint != "" {
 		dir, label, complete, err := resumePoint(cfg.ResumeCheckpoint)
 		if err != nil {
-			return nil, err
+			return nil, &ResumeError{Path: cfg.ResumeCheckpoint, Err: err}
 		}
 		if err := tr.restore(dir, label, complete); err != nil {
-			return nil, err
+			return nil, &ResumeError{Path: cfg.ResumeCheckpoint, Err: err}
 		}
 		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
 	}
-	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
-		return nil, err
-	}
+	built = true
 	return tr, nil
 }
 
@@ -359,8 +382,15 @@ func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (
 		}
 		from := tr.mb
 		tr.mb = (tr.mb + 1) / 2
-		fmt.Fprintf(tr.out, "step %d: out of memory with microbatch %d; retrying the same batch with microbatch %d (batch_size %d unchanged)\n",
-			tr.step, from, tr.mb, tr.cfg.BatchSize)
+		how := "batch_size %d unchanged"
+		if tr.cfg.SumMicrobatchGrads {
+			how += "; --microbatch_sum: every sample keeps the weight of its --microbatch %d chunk, so the summed gradient is unchanged"
+			how = fmt.Sprintf(how, tr.cfg.BatchSize, tr.cfg.microbatch())
+		} else {
+			how = fmt.Sprintf(how, tr.cfg.BatchSize)
+		}
+		fmt.Fprintf(tr.out, "step %d: out of memory with microbatch %d; retrying the same batch with microbatch %d (%s)\n",
+			tr.step, from, tr.mb, how)
 		if h := tr.cfg.Hooks.OnOOMRetry; h != nil {
 			h(tr.step, from, tr.mb, err)
 		}
@@ -397,7 +427,7 @@ func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor
 			weighted := mse.Mul(wj)
 			var loss *ct.Tensor
 			if tr.cfg.SumMicrobatchGrads {
-				loss = weighted.Mean() // [REF] each slice's own mean; slice gradients add up
+				loss = tr.summedSliceLoss(weighted, off, n)
 			} else {
 				loss = weighted.Sum().DivScalar(float64(B)) // slice's share of the batch mean
 			}
@@ -423,6 +453,35 @@ func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor
 	return all, err
 }
 
+// summedSliceLoss is the loss of samples [off, off+n) under
+// SumMicrobatchGrads. [REF] The reference takes each slice's own mean and
+// adds the slices' gradients, so the configured microbatch m is part of the
+// mathematics: sample i weighs 1/len(its slice of m). A slice of m is
+// exactly that mean; after an out-of-memory retry with a smaller microbatch
+// a slice may cover parts of several configured slices, and each part keeps
+// its configured weight, so the summed gradient is the configured one.
+func (tr *trainer) summedSliceLoss(weighted *ct.Tensor, off, n int64) *ct.Tensor {
+	m := int64(tr.cfg.microbatch())
+	B := int64(tr.cfg.BatchSize)
+	if off%m == 0 && n == min(m, B-off) {
+		return weighted.Mean()
+	}
+	var loss *ct.Tensor
+	for lo := off; lo < off+n; {
+		start := lo / m * m       // the configured slice holding sample lo
+		size := min(m, B-start)   // its length
+		hi := min(off+n, start+m) // end of the part inside this slice
+		part := weighted.Narrow(0, lo-off, hi-lo).Sum().DivScalar(float64(size))
+		if loss == nil {
+			loss = part
+		} else {
+			loss = loss.Add(part)
+		}
+		lo = hi
+	}
+	return loss
+}
+
 func (tr *trainer) dump(label int, lr float64) {
 	kv := tr.win.dump()
 	kv["step"] = float64(label)
@@ -446,7 +505,7 @@ type Prober struct {
 }
 
 // NewProber builds the trainer cfg describes over data. Nothing is written
-// to disk.
+// to disk (a prober has no progress file and never saves).
 func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -454,13 +513,7 @@ func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
 	cfg.ResumeCheckpoint = ""
 	cfg.Hooks = Hooks{}
 	cfg.Out = nil
-	dir, err := os.MkdirTemp("", "gotorch-preflight-")
-	if err != nil {
-		return nil, err
-	}
-	cfg.SaveDir = dir
 	tr, err := newTrainer(cfg, data)
-	os.RemoveAll(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
@@ -154,30 +156,7 @@ func loadFile(t *testing.T, path string) []float64 {
 func TestMicrobatchEquivalence(t *testing.T) {
 	data := latents(t, 256, 128, 3)
 	defer data.Free()
-	grads := func(mb int, sum bool) []float64 {
-		cfg := DefaultConfig()
-		cfg.SaveDir = t.TempDir()
-		cfg.Microbatch, cfg.SumMicrobatchGrads = mb, sum
-		tr, err := newTrainer(cfg, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tr.close()
-		s := ct.NewScope()
-		defer s.Close()
-		batch := tr.data.next(s)
-		tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
-		noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
-		if _, err := tr.forwardBackward(s, batch, tt, w, noise); err != nil {
-			t.Fatal(err)
-		}
-		grads, _ := tr.store.Grads(s)
-		var parts []*ct.Tensor
-		for _, g := range grads {
-			parts = append(parts, g.Reshape(-1))
-		}
-		return cgotorchtest.Float64s(ct.Cat(parts, 0))
-	}
+	grads := func(mb int, sum bool) []float64 { return firstBatchGrads(t, data, mb, sum, mb) }
 	whole, micro, summed := grads(128, false), grads(32, false), grads(32, true)
 	var maxAbs float64
 	for _, g := range whole {
@@ -444,4 +423,113 @@ func TestOOMRetryIsStepExact(t *testing.T) {
 	}
 	equalBits(t, "losses", recB.losses, recA.losses)
 	equalBits(t, "final weights", flatParams(t, cfgB.SaveDir, 12), flatParams(t, cfgA.SaveDir, 12))
+}
+
+// TestSetupErrorsAreErrors: a failure while the trainer is built (after the
+// model and buffers exist) is returned as an error, releases what was built
+// and writes nothing; before the fix the deferred cleanup dereferenced the
+// nil result and panicked.
+func TestSetupErrorsAreErrors(t *testing.T) {
+	data := latents(t, 64, 16, 1)
+	defer data.Free()
+	corrupt := filepath.Join(t.TempDir(), "model000100.pt")
+	if err := os.WriteFile(corrupt, []byte("#!/bin/sh\nnot a checkpoint\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		resume string
+	}{
+		{"missing checkpoint", filepath.Join(t.TempDir(), "nope", "model000100.pt")},
+		{"corrupt checkpoint", corrupt},
+		{"directory without checkpoints", t.TempDir()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.ResumeCheckpoint = tc.resume
+			ran := false
+			cfg.Hooks.BeforeRun = func() error { ran = true; return nil }
+			before := ct.LiveTensors()
+			_, err := Train(context.Background(), cfg, data)
+			if err == nil {
+				t.Fatal("Train succeeded")
+			}
+			if ran {
+				t.Error("BeforeRun ran although the checkpoint could not be restored")
+			}
+			if n := ct.LiveTensors() - before; n != 0 {
+				t.Errorf("%d tensor handles leaked", n)
+			}
+			if entries, _ := os.ReadDir(cfg.SaveDir); len(entries) != 0 {
+				t.Errorf("the failed run wrote %d files into its save dir", len(entries))
+			}
+		})
+	}
+	cfg := smallConfig(t)
+	cfg.ScheduleSampler = "foo"
+	if _, err := Train(context.Background(), cfg, data); err == nil || !strings.Contains(err.Error(), "schedule_sampler") {
+		t.Errorf("unknown sampler: %v", err)
+	}
+	// BeforeRun refusing the run: nothing written, the error returned.
+	cfg = smallConfig(t)
+	refuse := errors.New("refused")
+	cfg.Hooks.BeforeRun = func() error { return refuse }
+	if _, err := Train(context.Background(), cfg, data); !errors.Is(err, refuse) {
+		t.Errorf("BeforeRun's error not returned: %v", err)
+	}
+	if entries, _ := os.ReadDir(cfg.SaveDir); len(entries) != 0 {
+		t.Errorf("a refused run wrote %d files", len(entries))
+	}
+}
+
+// TestOOMRetryKeepsSummedGradient: with SumMicrobatchGrads the configured
+// microbatch is part of the mathematics (k slices sum to k× the batch-mean
+// gradient). A retry with a smaller microbatch, aligned or not with the
+// configured slices, must give the configured gradient, not one that grows
+// with the number of slices.
+func TestOOMRetryKeepsSummedGradient(t *testing.T) {
+	data := latents(t, 256, 128, 3)
+	defer data.Free()
+	grads := func(run int) []float64 { return firstBatchGrads(t, data, 32, true, run) }
+	want := grads(32)
+	var maxAbs float64
+	for _, g := range want {
+		maxAbs = math.Max(maxAbs, math.Abs(g))
+	}
+	for _, run := range []int{16, 12, 5} {
+		got := grads(run)
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > 1e-5*maxAbs+1e-9 {
+				t.Fatalf("microbatch %d (configured 32, summed): grad[%d] = %.9g, want %.9g", run, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// firstBatchGrads is the flat gradient of the first batch (128 of data) of
+// the default model configured with microbatch mb (and SumMicrobatchGrads
+// sum), computed with the slices of microbatch run.
+func firstBatchGrads(t *testing.T, data *ct.Tensor, mb int, sum bool, run int) []float64 {
+	cfg := DefaultConfig()
+	cfg.SaveDir = t.TempDir()
+	cfg.Microbatch, cfg.SumMicrobatchGrads = mb, sum
+	tr, err := newTrainer(cfg, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	s := ct.NewScope()
+	defer s.Close()
+	batch := tr.data.next(s)
+	tt, w := tr.sampler.Sample(s, 128, tr.noiseGen)
+	noise := s.Randn(ct.Options{}, tr.noiseGen, 128, 128)
+	if _, err := tr.tryForwardBackward(s, batch, tt, w, noise, run); err != nil {
+		t.Fatal(err)
+	}
+	grads, _ := tr.store.Grads(s)
+	var parts []*ct.Tensor
+	for _, g := range grads {
+		parts = append(parts, g.Reshape(-1))
+	}
+	return cgotorchtest.Float64s(ct.Cat(parts, 0))
 }

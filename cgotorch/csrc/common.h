@@ -61,11 +61,38 @@ struct no_cuda : std::exception {
   const char *what() const noexcept override { return msg.c_str(); }
 };
 
+// Fault injection for tests of the error paths (cgt_debug_fail_handle_alloc):
+// while positive, it counts down handle creations on this thread, and the one
+// that brings it to zero throws std::bad_alloc as a failed `new` would.
+extern thread_local int tl_fail_wrap;
+
 inline cgt_tensor wrap(at::Tensor t) {
+  if (C10_UNLIKELY(tl_fail_wrap > 0) && --tl_fail_wrap == 0) throw std::bad_alloc();
   auto *h = new cgt_tensor_s{std::move(t)};
   g_live_tensors.fetch_add(1, std::memory_order_relaxed);
   return h;
 }
+
+// owned holds a new handle until release(): a function with several tensor
+// outputs creates them all first and publishes them only when every one
+// exists, so a failure part-way frees the ones already made instead of
+// leaking them behind an error status.
+class owned {
+ public:
+  owned() = default;
+  explicit owned(cgt_tensor h) : h_(h) {}
+  owned(const owned &) = delete;
+  owned &operator=(const owned &) = delete;
+  ~owned() { cgt_tensor_free(h_); }
+  cgt_tensor release() noexcept {
+    cgt_tensor h = h_;
+    h_ = nullptr;
+    return h;
+  }
+
+ private:
+  cgt_tensor h_ = nullptr;
+};
 
 inline at::Tensor &T(cgt_tensor h, const char *what = "tensor") {
   if (h == nullptr) throw invalid(std::string("nil ") + what + " handle");

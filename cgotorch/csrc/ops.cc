@@ -319,8 +319,10 @@ cgt_status cgt_max_dim(cgt_tensor a, int64_t dim, int32_t keepdim, cgt_tensor *v
   CGT_TRY
   if (values == nullptr || indices == nullptr) throw cgt::invalid("nil out pointer");
   auto r = at::max(T(a), dim, keepdim != 0);
-  *values = cgt::wrap(std::get<0>(r));
-  *indices = cgt::wrap(std::get<1>(r));
+  cgt::owned v(cgt::wrap(std::get<0>(r)));
+  cgt::owned i(cgt::wrap(std::get<1>(r)));  // if this throws, v is freed
+  *values = v.release();
+  *indices = i.release();
   CGT_CATCH
 }
 

@@ -63,7 +63,7 @@ void check_flat(const at::Tensor &t, const at::Tensor &ref, const char *name) {
 struct AdamWChunk {
   float *__restrict P, *__restrict M, *__restrict V;
   float decay, b1, omb1, b2, omb2, nss, bc2s, eps, gs;
-  bool scaled, zero;
+  bool zero;
   float *const *E;
   const float *R, *OMR;
   size_t ne;
@@ -74,21 +74,21 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void adamw_chunk(
     double *sp) {
   float *__restrict P = a.P + begin, *__restrict M = a.M + begin, *__restrict V = a.V + begin;
   const int64_t n = end - begin;
-  if (G != nullptr && a.scaled) {
-    const float gs = a.gs;
-    for (int64_t i = 0; i < n; i++) G[i] *= gs;
-  }
+  // The gradient is scaled as it is read (gs is 1 when unscaled; x*1 is
+  // exact): the caller's gradient buffer is never modified, on the CPU as
+  // on CUDA, except by zero_grad.
+  const float gs = a.gs;
   if (sg != nullptr) {
     double ag[8] = {0}, ap[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
       for (int j = 0; j < 8; j++) {
-        const float gj = G != nullptr ? G[i + j] : 0.0f;
+        const float gj = G != nullptr ? G[i + j] * gs : 0.0f;
         ag[j] += static_cast<double>(gj) * gj;
         ap[j] += static_cast<double>(P[i + j]) * P[i + j];
       }
     for (; i < n; i++) {
-      const float gj = G != nullptr ? G[i] : 0.0f;
+      const float gj = G != nullptr ? G[i] * gs : 0.0f;
       ag[0] += static_cast<double>(gj) * gj;
       ap[0] += static_cast<double>(P[i]) * P[i];
     }
@@ -104,7 +104,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void adamw_chunk(
   const float nss = a.nss, bc2s = a.bc2s, eps = a.eps;
   if (G != nullptr) {
     for (int64_t i = 0; i < n; i++) {
-      const float gi = G[i];
+      const float gi = G[i] * gs;
       const float mi = M[i] * b1 + omb1 * gi;
       const float vi = V[i] * b2 + omb2 * gi * gi;
       const float denom = std::sqrt(vi) / bc2s + eps;
@@ -227,10 +227,14 @@ cgt_status cgt_adamw_get_state(cgt_optim o, int32_t i, int64_t *step, cgt_tensor
   *exp_avg = *exp_avg_sq = *max_exp_avg_sq = nullptr;
   if (it != state.end()) {
     auto &s = static_cast<torch::optim::AdamWParamState &>(*it->second);
+    // All handles or none: a failure part-way frees those already made.
+    cgt::owned m(cgt::wrap(s.exp_avg()));
+    cgt::owned v(cgt::wrap(s.exp_avg_sq()));
+    cgt::owned mx(s.max_exp_avg_sq().defined() ? cgt::wrap(s.max_exp_avg_sq()) : nullptr);
     *step = s.step();
-    *exp_avg = cgt::wrap(s.exp_avg());
-    *exp_avg_sq = cgt::wrap(s.exp_avg_sq());
-    if (s.max_exp_avg_sq().defined()) *max_exp_avg_sq = cgt::wrap(s.max_exp_avg_sq());
+    *exp_avg = m.release();
+    *exp_avg_sq = v.release();
+    *max_exp_avg_sq = mx.release();
   }
   CGT_CATCH
 }
@@ -265,6 +269,8 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, const cgt_tensor *grad
   c10::NoGradGuard ng;
   at::Tensor &p = T(hp, "param"), &m = T(hm, "exp_avg"), &v = T(hv, "exp_avg_sq");
   if (step < 1) throw cgt::invalid("fused_adamw: step is 1-based");
+  if (o.amsgrad)
+    throw cgt::invalid("fused_adamw: amsgrad is not supported (use the AdamW optimizer, NewAdamW)");
   if (nema < 0 || (nema > 0 && (emas == nullptr || rates == nullptr)))
     throw cgt::invalid("fused_adamw: bad EMA list");
   if (!p.is_contiguous()) throw cgt::invalid("fused_adamw: param must be contiguous");
@@ -324,7 +330,7 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, const cgt_tensor *grad
                     static_cast<float>(1 - o.beta1), static_cast<float>(o.beta2),
                     static_cast<float>(1 - o.beta2), static_cast<float>(-step_size),
                     static_cast<float>(bc2_sqrt), static_cast<float>(o.eps),
-                    static_cast<float>(grad_scale), grad_scale != 1.0, zero_grad != 0,
+                    static_cast<float>(grad_scale), zero_grad != 0,
                     E.data(), R.data(), OMR.data(), E.size()};
     // Fixed chunks within each segment; per-chunk norm partial sums are
     // combined in order, so the norms do not depend on the thread count.
@@ -362,15 +368,30 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, const cgt_tensor *grad
       S[0] += sg;
       S[1] += sp;
     }
+    // The kernel wrote through raw pointers: bump the version counters as
+    // an in-place ATen op would, so autograd refuses a graph that saved one
+    // of these tensors before the update instead of using stale values.
+    for (at::Tensor *t : {&p, &m, &v}) t->unsafeGetTensorImpl()->bump_version();
+    for (auto &e : es) e.unsafeGetTensorImpl()->bump_version();
+    if (sumsq.defined()) sumsq.unsafeGetTensorImpl()->bump_version();
+    if (zero_grad) {
+      if (g.defined()) g.unsafeGetTensorImpl()->bump_version();
+      for (auto &t : segs)
+        if (t.defined()) t.unsafeGetTensorImpl()->bump_version();
+    }
   } else {
+    // Whole-buffer ATen ops (CUDA, or a CPU dtype other than float32); the
+    // scaled gradient is a copy, never the caller's buffer.
     at::Tensor gf = g;
     if (!gf.defined()) {
       std::vector<at::Tensor> parts;
       for (size_t k = 0; k < segs.size(); k++)
         parts.push_back(segs[k].defined() ? segs[k].reshape({-1}) : at::zeros({seg_len[k]}, p.options()));
-      gf = at::cat(parts);
+      gf = at::cat(parts);  // a new buffer
+      if (grad_scale != 1.0) gf.mul_(grad_scale);
+    } else if (grad_scale != 1.0) {
+      gf = gf.mul(grad_scale);
     }
-    if (grad_scale != 1.0) gf.mul_(grad_scale);
     if (sumsq.defined()) {
       sumsq.select(0, 0).add_(at::linalg_vector_norm(gf, 2, c10::nullopt, false, at::kDouble).square());
       sumsq.select(0, 1).add_(at::linalg_vector_norm(p, 2, c10::nullopt, false, at::kDouble).square());

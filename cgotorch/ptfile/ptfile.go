@@ -7,10 +7,15 @@
 package ptfile
 
 import (
+	"archive/zip"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"math/big"
+	"os"
 
 	"github.com/nlpodyssey/gopickle/pytorch"
 	"github.com/nlpodyssey/gopickle/types"
@@ -61,10 +66,16 @@ func Load(path string) ([]Tensor, error) {
 }
 
 // LoadContents reads every tensor and plain value of the checkpoint at path.
+// An object it cannot interpret (a storage, a big integer, a set, ...) is an
+// error naming its key, never silently skipped: a skipped object could hold
+// tensors the caller expects.
 func LoadContents(path string) (*Contents, error) {
+	if err := sniff(path); err != nil {
+		return nil, err
+	}
 	obj, err := pytorch.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: not a readable PyTorch checkpoint (torch.save format): %w", path, err)
 	}
 	c := &Contents{Scalars: map[string]any{}}
 	if err := walk("", obj, c); err != nil {
@@ -133,9 +144,65 @@ func walk(prefix string, obj any, out *Contents) error {
 				return err
 			}
 		}
+	default:
+		key := prefix
+		if key == "" {
+			key = "(the top-level object)"
+		}
+		return fmt.Errorf("%w: %q holds a %s, which this reader cannot interpret (tensors, numbers, strings, None and dicts, lists and tuples of them are supported)",
+			ErrFormat, key, describe(obj))
 	}
 	return nil
 }
+
+// describe names a value gopickle produced in Python's terms where it can.
+func describe(obj any) string {
+	switch v := obj.(type) {
+	case pytorch.StorageInterface:
+		return "bare storage (torch.save of a tensor's .storage())"
+	case *big.Int:
+		return "integer beyond 64 bits"
+	case *types.GenericObject:
+		return fmt.Sprintf("%s.%s object", v.Class.Module, v.Class.Name)
+	}
+	return fmt.Sprintf("%T value", obj)
+}
+
+// sniff rejects files that cannot be a torch.save checkpoint before the
+// unpickler turns them into an obscure opcode error: torch.save writes a zip
+// archive (PK\x03\x04) or, in the legacy format, a pickle (0x80 PROTO).
+func sniff(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return notCheckpoint(path + ": is a directory, not a PyTorch checkpoint file")
+	}
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case n == 0:
+		return notCheckpoint(path + ": empty file, not a PyTorch checkpoint")
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
+		r, err := zip.OpenReader(path)
+		if err != nil {
+			return notCheckpoint(fmt.Sprintf("%s: a damaged or truncated zip archive, not a readable PyTorch checkpoint (%v)", path, err))
+		}
+		return r.Close()
+	case head[0] == 0x80:
+		return nil
+	}
+	return notCheckpoint(fmt.Sprintf("%s: not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, this file starts with %q", path, head))
+}
+
+// notCheckpoint is an error wrapping ErrFormat whose text is msg alone.
+type notCheckpoint string
+
+func (e notCheckpoint) Error() string { return string(e) }
+func (e notCheckpoint) Unwrap() error { return ErrFormat }
 
 func keyString(k any) (string, error) {
 	switch v := k.(type) {

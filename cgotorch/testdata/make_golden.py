@@ -242,8 +242,16 @@ def state_dict_pt():
     write_safetensors("state_dict_expected.safetensors", flat)
 
 
+def unknown_object_pt():
+    """A checkpoint whose "s" is an object the .pt reader does not interpret
+    (a storage): loading it must fail naming "s", not drop it."""
+    t = torch.arange(4.0)
+    torch.save({"w": t, "s": t.storage()}, "unknown_object.pt")
+
+
 if __name__ == "__main__":
     write_safetensors("ops_golden.safetensors", ops_golden(), {"torch": torch.__version__})
     write_safetensors("adamw_golden.safetensors", adamw_golden(), {"torch": torch.__version__})
     state_dict_pt()
-    print("wrote ops_golden.safetensors, adamw_golden.safetensors, state_dict.pt, nested.pt")
+    unknown_object_pt()
+    print("wrote ops_golden.safetensors, adamw_golden.safetensors, state_dict.pt, nested.pt, unknown_object.pt")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,6 +66,11 @@ func TestPipeline(t *testing.T) {
 	if !strings.Contains(out, "Step 0: CPU: ") || !strings.Contains(out, "Memory cleanup completed") {
 		t.Errorf("train-ae output lacks the memory lines:\n%s", out)
 	}
+	for _, want := range []string{"gotorch-train " + version + " (commit", "allocator: configured", "Memory summary: ", "Cleanup: ", "Warnings: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("train-ae output lacks the header or the end-of-run summary (%q):\n%s", want, out)
+		}
+	}
 
 	lat := filepath.Join(dir, "latents.npz")
 	code, out = run(t, context.Background(), "encode", "--data_dir", data, "--vae_path", filepath.Join(ae, "model_seed=0_step=11.pt"), "--output", lat, "--chunk_rows", "1000")
@@ -120,7 +126,7 @@ func TestPipeline(t *testing.T) {
 	if !bytes.HasPrefix(bytes.TrimSpace(svg), []byte("<svg")) && !bytes.Contains(svg[:min(200, len(svg))], []byte("<svg")) {
 		t.Errorf("memory.svg is not an SVG")
 	}
-	for _, want := range []string{"Step 10: CPU: ", "step 20 samples 1344", "trained 30 steps"} {
+	for _, want := range []string{"Step 10: CPU: ", "step 20 samples 1344", "trained 30 steps", "Memory summary: 3 samples"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("train output lacks %q:\n%s", want, out)
 		}
@@ -142,7 +148,7 @@ func TestInterruptAndResume(t *testing.T) {
 	}
 	save := filepath.Join(dir, "ckpt")
 	args := []string{"train", "--latents", lat, "--save_dir", save, "--model_name", "m", "--batch_size", "32",
-		"--lr_anneal_steps", "100000", "--save_interval", "100000", "--log_interval", "5", "--threads", "1"}
+		"--lr_anneal_steps", "100000", "--save_interval", "100000", "--log_interval", "5", "--mem_log_interval", "5", "--threads", "1"}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "GOTORCH_E2E_MAIN=1")
 	cmd.Stderr = cmd.Stdout
@@ -189,50 +195,41 @@ func TestInterruptAndResume(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(run1, fmt.Sprintf("model%06d.pt", last+11))); err != nil {
 		t.Errorf("no final checkpoint after resuming: %v", err)
 	}
-}
-
-// TestUsageAndDataErrors: bad flags and bad inputs give a clear message and
-// the documented exit status.
-func TestUsageAndDataErrors(t *testing.T) {
-	dir := t.TempDir()
-	garbage := filepath.Join(dir, "bad.h5ad")
-	os.WriteFile(garbage, []byte("not hdf5"), 0o644)
-	wrongDim := filepath.Join(dir, "wrong.npz")
-	if err := npz.WriteLatents(wrongDim, make([]float32, 64*16), 64, 16, nil, nil); err != nil {
+	// The resumed run continued the memory series instead of restarting it.
+	series, err := os.ReadFile(filepath.Join(run1, "memory.jsonl"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct {
-		name string
-		args []string
-		code int
-		msg  string
-	}{
-		{"unknown flag", []string{"train", "--no_such_flag"}, exitUsage, "no_such_flag"},
-		{"bad device", []string{"train", "--device", "gpu7"}, exitUsage, "bad device"},
-		{"missing data", []string{"encode", "--vae_path", "x.pt"}, exitUsage, "--data_dir is required"},
-		{"bad hidden", []string{"train", "--hidden_dim", "512,x", "--latents", wrongDim}, exitUsage, "bad hidden width"},
-		{"bad ema", []string{"train", "--ema_rate", "1.5", "--latents", wrongDim}, exitUsage, "bad EMA rate"},
-		{"missing file", []string{"train-ae", "--data_dir", filepath.Join(dir, "nope.h5ad"), "--save_dir", dir}, exitData, "nope.h5ad"},
-		{"not hdf5", []string{"encode", "--data_dir", garbage, "--vae_path", "x.pt"}, exitData, "bad.h5ad"},
-		{"wrong latent width", []string{"train", "--latents", wrongDim, "--save_dir", dir}, exitData, "16 columns"},
-		{"bad label key", []string{"encode", "--data_dir", pbmc(t), "--label_key", "cell_type", "--vae_path", "x.pt"}, exitData, "cell_type"},
-		{"fp16 on CPU", []string{"train", "--latents", wrongDim, "--save_dir", dir, "--use_fp16"}, exitUsage, "needs a CUDA device"},
+	var steps []int
+	for _, line := range strings.Split(strings.TrimSpace(string(series)), "\n") {
+		var rec struct{ Step int }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("memory.jsonl line %q: %v", line, err)
+		}
+		steps = append(steps, rec.Step)
 	}
-	if !ct.Build().CUDA {
-		cases = append(cases, struct {
-			name string
-			args []string
-			code int
-			msg  string
-		}{"cuda in the CPU build", []string{"train", "--latents", wrongDim, "--device", "cuda"}, exitDevice, "CPU flavour"})
+	if len(steps) < 3 || steps[0] != 0 || steps[len(steps)-1] <= last || !slices.IsSorted(steps) {
+		t.Errorf("memory.jsonl after the resume holds steps %v; want the first run's from 0 then the resumed run's beyond %d", steps, last)
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			code, out := run(t, context.Background(), tc.args...)
-			if code != tc.code || !strings.Contains(out, tc.msg) {
-				t.Errorf("exit %d (want %d), output:\n%s\nwant it to mention %q", code, tc.code, out, tc.msg)
-			}
-		})
+}
+
+// TestMicrobatchAuto: --microbatch auto runs the pre-flight probe and
+// trains with the microbatch it chose (the A6 warning and the OOM report
+// point to it).
+func TestMicrobatchAuto(t *testing.T) {
+	dir := t.TempDir()
+	lat := filepath.Join(dir, "lat.npz")
+	g := make([]float32, 128*128)
+	for i := range g {
+		g[i] = float32((i*7919)%13-6) / 30
+	}
+	if err := npz.WriteLatents(lat, g, 128, 128, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run(t, context.Background(), "train", "--latents", lat, "--save_dir", dir, "--model_name", "m", "--hidden_dim", "32,32,16,8",
+		"--batch_size", "16", "--microbatch", "auto", "--lr_anneal_steps", "2", "--threads", "1")
+	if code != exitOK || !strings.Contains(out, "Pre-flight: ") || !strings.Contains(out, "microbatch auto: microbatch ") {
+		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
 
@@ -241,14 +238,26 @@ func TestHelpShowsDefaultsAndExitCodes(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"--batch_size value", "(default: 128)", "--cleanup_interval", "(default: 1000)", "$GOTORCH_BATCH_SIZE", "EXIT STATUS", "4  out of memory"} {
+	for _, want := range []string{"--batch_size value", "(default: 128)", "--cleanup_interval", "(default: 1000)", "$GOTORCH_BATCH_SIZE", "EXIT STATUS", "4  out of memory",
+		"default: --save_dir/--model_name/memory.jsonl", "default: --save_dir/--model_name/memory.svg", "(default: off; on with --auto_config on a GPU and with --microbatch auto)",
+		"--fp16_scale_growth value", "(default: 0.001)", "--microbatch SIZE", `(default: "-1")`, "--use_fp16 True"} {
 		if !strings.Contains(out, want) {
-			t.Errorf("help lacks %q", want)
+			t.Errorf("train help lacks %q", want)
 		}
 	}
+	code, out = run(t, context.Background(), "train-ae", "--help")
+	if code != exitOK || !strings.Contains(out, "default: --save_dir/memory.jsonl") || strings.Contains(out, "   --auto_config ") || strings.Contains(out, "   --preflight ") {
+		t.Errorf("train-ae help (exit %d): wrong memory defaults or plan flags it ignores:\n%s", code, out)
+	}
+	code, out = run(t, context.Background(), "--version")
+	if code != exitOK || !strings.HasPrefix(out, "gotorch-train "+version+" (commit ") || !strings.Contains(out, "libtorch "+ct.Build().TorchVersion) || !strings.Contains(out, "go1.") {
+		t.Errorf("--version (exit %d): %q", code, out)
+	}
 	code, out = run(t, context.Background(), "info")
-	if code != exitOK || !strings.Contains(out, "libtorch: ") || !strings.Contains(out, "NVML: ") {
+	if code != exitOK || !strings.Contains(out, "libtorch: ") || !strings.Contains(out, "NVML: ") || !strings.Contains(out, "allocator: configured") {
 		t.Errorf("info exit %d:\n%s", code, out)
 	}
 	fmt.Fprint(os.Stderr, "")
 }
+
+func isCUDABuild() bool { return ct.Build().CUDA }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"time"
 
@@ -17,8 +18,10 @@ import (
 func encodeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "vae_path", Usage: "autoencoder checkpoint `FILE` (train-ae's model_seed=S_step=N.pt, or a reference one)", EnvVars: env("vae_path"), Category: catModel},
-		&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "encoder BatchNorm statistics: dataset (exact statistics of all cells, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel},
-		&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells encoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory},
+		&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "encoder BatchNorm statistics: dataset (exact statistics of all cells, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel,
+			Action: oneOf("bn_mode", "dataset", "running")},
+		&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells encoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory,
+			Action: intAtLeast("chunk_rows", 1)},
 	}
 }
 
@@ -31,55 +34,66 @@ func newEncodeCommand() *cli.Command {
 		Flags: slices.Concat(dataFlags(), encodeFlags(), []cli.Flag{
 			&cli.StringFlag{Name: "output", Value: "latents.npz", Usage: "output `FILE`", EnvVars: env("output"), Category: catData},
 		}, runtimeFlags()),
-		Action: func(c *cli.Context) error {
-			dev, err := setup(c)
-			if err != nil {
-				return err
-			}
-			pp, err := loadData(c, c.App.Writer)
-			if err != nil {
-				return err
-			}
-			lat, err := encodeLatents(c, c.App.Writer, dev, pp)
-			if err != nil {
-				return err
-			}
-			n := len(lat) / 128
-			if err := npz.WriteLatents(c.String("output"), lat, n, 128, pp.Labels, pp.Classes); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.Writer, "wrote %s: cell_gen [%d,128]\n", c.String("output"), n)
-			return nil
-		},
+		Action: runEncode,
 	}
 }
 
-// encodeLatents loads the autoencoder, encodes every preprocessed cell and
-// releases the model (and the CUDA cache) before returning [N·128] latents.
-func encodeLatents(c *cli.Context, out io.Writer, dev ct.Device, pp *scdata.Preprocessed) ([]float32, error) {
-	path := c.String("vae_path")
-	if path == "" {
-		return nil, usagef("--vae_path is required")
+func runEncode(c *cli.Context) error {
+	out := c.App.Writer
+	if err := needDataDir(c); err != nil {
+		return err
 	}
-	mode, err := autoencoder.ParseBNMode(c.String("bn_mode"))
-	if err != nil || mode == autoencoder.Training {
-		return nil, usagef("--bn_mode %q: want dataset or running", c.String("bn_mode"))
+	if c.String("vae_path") == "" {
+		return usagef("--vae_path FILE is required: the autoencoder checkpoint (train-ae's model_seed=S_step=N.pt, or a reference one)")
 	}
-	if err := checkGenes(path, pp.Genes); err != nil {
-		return nil, err
+	output := c.String("output")
+	if st, err := os.Stat(output); err == nil && st.IsDir() {
+		return usagef("--output %s is a directory; want the .npz file to write", output)
 	}
-	m, err := autoencoder.Load(path, dev, int64(pp.X.Cols))
+	dev, err := setup(c)
 	if err != nil {
-		return nil, dataErr(err)
+		return err
 	}
+	vae, err := openVAE(c, dev) // before the data: a bad checkpoint fails at once
+	if err != nil {
+		return err
+	}
+	pp, err := loadData(c, out)
+	if err != nil {
+		vae.Close()
+		return err
+	}
+	lat, err := encodeLatents(c, out, dev, pp, vae)
+	if err != nil {
+		return err
+	}
+	n := len(lat) / 128
+	if err := npz.WriteLatents(output, lat, n, 128, pp.Labels, pp.Classes); err != nil {
+		return fmt.Errorf("--output: %w", err)
+	}
+	fmt.Fprintf(out, "wrote %s: cell_gen [%d,128]\n", output, n)
+	return nil
+}
+
+// encodeLatents encodes every preprocessed cell with the autoencoder m (from
+// openVAE) and closes it (and empties the CUDA cache) before returning
+// [N·128] latents.
+func encodeLatents(c *cli.Context, out io.Writer, dev ct.Device, pp *scdata.Preprocessed, m *autoencoder.Model) ([]float32, error) {
 	defer func() {
 		m.Close()
 		if dev.IsCUDA() {
 			_ = ct.EmptyCache() // the encoder's cache is not needed for training
 		}
 	}()
-	if m.Config().Latent != 128 {
-		return nil, dataErr(fmt.Errorf("%s: latent width %d, Cell_Unet expects 128", path, m.Config().Latent))
+	mode, err := autoencoder.ParseBNMode(c.String("bn_mode"))
+	if err != nil || mode == autoencoder.Training {
+		return nil, usagef("--bn_mode %q: want dataset or running", c.String("bn_mode"))
+	}
+	if err := checkGenes(c.String("vae_path"), pp.Genes); err != nil {
+		return nil, err
+	}
+	if g := m.Config().Genes; g != int64(pp.X.Cols) {
+		return nil, flagErr("vae_path", fmt.Errorf("%s was trained on %d genes but the preprocessed --data_dir has %d", c.String("vae_path"), g, pp.X.Cols))
 	}
 	opts := autoencoder.DefaultInferOptions()
 	opts.Mode, opts.ChunkRows = mode, c.Int("chunk_rows")

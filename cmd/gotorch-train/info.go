@@ -23,10 +23,13 @@ func newInfoCommand() *cli.Command {
 
 func runInfo(c *cli.Context) error {
 	out := c.App.Writer
-	b, err := ct.Init(ct.Config{Threads: threads(c), AllocConf: c.String("alloc_conf")})
-	if err != nil {
+	// The same checks as every command (device, threads, allocator settings
+	// from --alloc_conf and the environment).
+	if _, err := setup(c); err != nil {
 		return err
 	}
+	b := ct.Build()
+	fmt.Fprintf(out, "version: %s\n", versionLine())
 	fmt.Fprintf(out, "gotorch-train: %s, Go %s %s/%s\n", b, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(out, "libtorch: %s (%s flavour, ABI %d)\n", b.TorchVersion, b.Flavour(), b.ABIVersion)
 	fmt.Fprintf(out, "CUDA: available %v, %d device(s)\n", ct.CUDAIsAvailable(), ct.CUDADeviceCount())
@@ -40,11 +43,7 @@ func runInfo(c *cli.Context) error {
 		fmt.Fprintf(out, "  cuda:%d: PCI %s, %.1f GiB total, %.1f GiB free\n", i, bus, gib(total), gib(free))
 	}
 	fmt.Fprintf(out, "%s\n", nvmlInfo())
-	conf := os.Getenv("PYTORCH_CUDA_ALLOC_CONF")
-	if conf == "" {
-		conf = "(unset: native caching allocator defaults)"
-	}
-	fmt.Fprintf(out, "allocator: PYTORCH_CUDA_ALLOC_CONF=%s\n", conf)
+	fmt.Fprintln(out, allocLine())
 	cpu := ct.CPUAllocatorStats()
 	fmt.Fprintf(out, "CPU tensor allocator: tracked %v, %d bytes in use\n", cpu.Installed, cpu.AllocatedBytes)
 	fmt.Fprintf(out, "threads: libtorch intra-op %d, GOMAXPROCS %d, CPUs %d, OMP_NUM_THREADS=%q, OMP_WAIT_POLICY=%q\n",

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
@@ -14,16 +13,27 @@ import (
 	"github.com/scdiffusion/gotorch-train/monitor"
 )
 
-func memoryFlags() []cli.Flag {
+// memoryFlags are the memory monitor's flags; dir describes the default
+// output directory in the help ("--save_dir/--model_name").
+func memoryFlags(dir string) []cli.Flag {
 	return []cli.Flag{
-		&cli.IntFlag{Name: "mem_log_interval", Value: monitor.DefaultLogInterval, Usage: "memory line (Step N: CPU: …) every `STEPS`; 0 disables the lines", EnvVars: env("mem_log_interval"), Category: catMemory},
-		&cli.IntFlag{Name: "cleanup_interval", Value: monitor.DefaultCleanupInterval, Usage: "Go GC + CUDA emptyCache every `STEPS` (step 0 included); 0 disables", EnvVars: env("cleanup_interval"), Category: catMemory},
-		&cli.StringFlag{Name: "memory_log", Usage: "JSON Lines memory series `FILE` (default: save_dir/memory.jsonl)", EnvVars: env("memory_log"), Category: catMemory},
-		&cli.StringFlag{Name: "memory_plot", Usage: "memory-over-steps SVG `FILE` written at the end (default: save_dir/memory.svg)", EnvVars: env("memory_plot"), Category: catMemory},
-		&cli.BoolFlag{Name: "auto_config", Usage: "pick batch_size/microbatch/use_fp16 from the GPU's memory (8 GB: 16/4/fp16, 12 GB: 32/8, 16 GB+: 64/16); explicit flags win", EnvVars: env("auto_config"), Category: catMemory},
-		&cli.BoolFlag{Name: "preflight", Usage: "before training, probe a few steps at small microbatches and predict whether the run fits (on by default with --auto_config)", EnvVars: env("preflight"), Category: catMemory},
-		&cli.IntFlag{Name: "cpu_mem_limit", Usage: "cap host tensor memory at `MIB` (an allocation beyond it fails as a GPU allocation would: report, --oom_retry); 0: no cap", EnvVars: env("cpu_mem_limit"), Category: catMemory},
+		&cli.IntFlag{Name: "mem_log_interval", Value: monitor.DefaultLogInterval, Usage: "memory line (Step N: CPU: …) every `STEPS`; 0 disables the lines", EnvVars: env("mem_log_interval"), Category: catMemory,
+			Action: intAtLeast("mem_log_interval", 0)},
+		&cli.IntFlag{Name: "cleanup_interval", Value: monitor.DefaultCleanupInterval, Usage: "Go GC + CUDA emptyCache every `STEPS` (step 0 included); 0 disables", EnvVars: env("cleanup_interval"), Category: catMemory,
+			Action: intAtLeast("cleanup_interval", 0)},
+		&cli.StringFlag{Name: "memory_log", Usage: "JSON Lines memory series `FILE` (default: " + dir + "/memory.jsonl; a resumed run appends to it)", EnvVars: env("memory_log"), Category: catMemory},
+		&cli.StringFlag{Name: "memory_plot", Usage: "memory-over-steps SVG `FILE` written at the end (default: " + dir + "/memory.svg)", EnvVars: env("memory_plot"), Category: catMemory},
+		&cli.IntFlag{Name: "cpu_mem_limit", Usage: "cap host tensor memory at `MIB` (an allocation beyond it fails as a GPU allocation would: report, --oom_retry); 0: no cap", EnvVars: env("cpu_mem_limit"), Category: catMemory,
+			Action: intAtLeast("cpu_mem_limit", 0)},
 		&cli.BoolFlag{Name: "log_free_cache", Usage: "add GPU Free Cache (reserved − allocated) to the memory line", EnvVars: env("log_free_cache"), Category: catMemory},
+	}
+}
+
+// planFlags choose and check the memory plan of a diffusion run (train).
+func planFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "auto_config", Usage: "pick batch_size/microbatch/use_fp16 from the GPU's memory (8 GB: 16/4/fp16, 12 GB: 32/8, 16 GB+: 64/16); explicit flags win; a CPU run keeps its flags", EnvVars: env("auto_config"), Category: catMemory},
+		&cli.BoolFlag{Name: "preflight", Usage: "before training, probe a few steps at small microbatches and predict whether the run fits (default: off; on with --auto_config on a GPU and with --microbatch auto)", EnvVars: env("preflight"), Category: catMemory},
 	}
 }
 
@@ -31,89 +41,71 @@ func memoryFlags() []cli.Flag {
 type memoryRun struct {
 	batchSize, microbatch int
 	fp16, bf16            bool
-	saveDir               string
-	out                   io.Writer // nil: the command's output
+	sum                   bool     // --microbatch_sum
+	command               string   // for remedies: "train-ae"
+	unavailable           []string // flags the command lacks that remedies could name
+	out                   io.Writer
 }
 
 // memory wires the monitor package into a command: the Step lines,
-// cleanup, the OOM report, series and plot, auto-config and pre-flight.
+// cleanup, the OOM report, series and plot, auto-config and pre-flight,
+// the end-of-run summary.
 type memory struct {
-	m       *monitor.Monitor
-	c       *cli.Context
-	dev     ct.Device
-	out     io.Writer
-	run     memoryRun
-	plot    string
-	closed  bool
-	preview bool
+	m      *monitor.Monitor
+	c      *cli.Context
+	dev    ct.Device
+	out    io.Writer
+	run    memoryRun
+	plot   string
+	closed bool
 }
 
+// newMemory creates the monitor without any file (nothing on disk changes
+// here; start creates the files once the run is known to start) and
+// applies --cpu_mem_limit.
 func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
-	dir := run.saveDir
-	if dir == "" {
-		dir = c.String("save_dir")
-	}
-	series, plot := c.String("memory_log"), c.String("memory_plot")
-	if series == "" && dir != "" {
-		series = filepath.Join(dir, "memory.jsonl")
-	}
-	if plot == "" && dir != "" {
-		plot = filepath.Join(dir, "memory.svg")
-	}
-	for _, p := range []string{series, plot} {
-		if p != "" {
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return nil, err
-			}
-		}
-	}
 	logEvery := c.Int("mem_log_interval")
 	if logEvery == 0 {
 		logEvery = -1 // no lines, samples still taken
 	}
-	out := run.out
-	if out == nil {
-		out = c.App.Writer
-	}
-	opts := monitor.Options{
-		LogInterval:     logEvery,
-		CleanupInterval: c.Int("cleanup_interval"),
-		Out:             out,
-		SeriesPath:      series,
-		PlotPath:        plot,
-		ReportPath:      filepath.Join(dir, "oom_report.json"),
-		Device:          dev.Index,
-		DisableCUDA:     !dev.IsCUDA(),
-		LogFreeCache:    c.Bool("log_free_cache"),
-		Program:         "gotorch-train (" + ct.Build().String() + ")",
-		Run: monitor.RunContext{BatchSize: run.batchSize, Microbatch: run.microbatch, UseFP16: run.fp16,
-			UseBF16: run.bf16, AllocConf: c.String("alloc_conf"), Device: dev.Index},
-	}
-	if c.Int("cleanup_interval") < 0 || c.Int("mem_log_interval") < 0 {
-		return nil, usagef("--cleanup_interval and --mem_log_interval must be >= 0")
+	if run.out == nil {
+		run.out = c.App.Writer
 	}
 	if lim := c.Int("cpu_mem_limit"); lim > 0 {
 		ct.SetCPUAllocLimit(int64(lim) << 20)
-	} else if lim < 0 {
-		return nil, usagef("--cpu_mem_limit must be >= 0")
 	}
-	m, err := monitor.New(opts)
+	mem := &memory{c: c, dev: dev, out: run.out, run: run}
+	m, err := monitor.New(monitor.Options{
+		LogInterval:     logEvery,
+		CleanupInterval: c.Int("cleanup_interval"),
+		Out:             run.out,
+		Device:          dev.Index,
+		DisableCUDA:     !dev.IsCUDA(),
+		LogFreeCache:    c.Bool("log_free_cache"),
+		Program:         programVersion(),
+		Run:             mem.runContext(),
+	})
 	if err != nil {
 		return nil, err
 	}
-	mem := &memory{m: m, c: c, dev: dev, out: out, run: run, plot: plot}
-	if conf := c.String("alloc_conf"); conf != "" {
-		major, minor, _ := monitor.ParseTorchVersion(ct.Build().TorchVersion)
-		warnings, err := monitor.ValidateAllocConf(conf, major, minor)
-		if err != nil {
-			m.Close()
-			return nil, usageError{err}
-		}
-		for _, w := range warnings {
-			fmt.Fprintln(mem.out, "warning:", w)
-		}
-	}
+	mem.m = m
 	return mem, nil
+}
+
+// start creates the monitor's files for a run that is about to start:
+// --memory_log and --memory_plot (default: dir/memory.jsonl and
+// dir/memory.svg) and dir/oom_report.json. A resumed run appends to its
+// series.
+func (mem *memory) start(dir string, resume bool) error {
+	series, plot := mem.c.String("memory_log"), mem.c.String("memory_plot")
+	if series == "" {
+		series = filepath.Join(dir, "memory.jsonl")
+	}
+	if plot == "" {
+		plot = filepath.Join(dir, "memory.svg")
+	}
+	mem.plot = plot
+	return mem.m.SetFiles(monitor.Files{Series: series, Plot: plot, Report: filepath.Join(dir, "oom_report.json"), Append: resume})
 }
 
 // afterStep samples, logs and cleans up on schedule (the fixed phase after
@@ -131,21 +123,25 @@ func (mem *memory) hookTrainer(cfg *trainer.Config) {
 	}
 	cfg.Hooks.OnOOMRetry = func(step, from, to int, err error) {
 		mem.m.ReportOOM(err)
-		rc := mem.runContext()
-		rc.Microbatch = to
-		mem.m.SetRunContext(rc)
-		fmt.Fprintf(mem.out, "recovered: step %d is rerun with microbatch %d (same batch, same noise and timesteps); the run continues\n", step, to)
+		mem.run.microbatch = to
+		mem.m.SetRunContext(mem.runContext())
+		same := "same batch, same noise and timesteps"
+		if mem.run.sum {
+			same += "; --microbatch_sum weights kept, so the summed gradient is unchanged"
+		}
+		fmt.Fprintf(mem.out, "recovered: step %d is rerun with microbatch %d (%s); the run continues\n", step, to, same)
 	}
 }
 
 func (mem *memory) runContext() monitor.RunContext {
 	return monitor.RunContext{BatchSize: mem.run.batchSize, Microbatch: mem.run.microbatch, UseFP16: mem.run.fp16,
-		UseBF16: mem.run.bf16, AllocConf: mem.c.String("alloc_conf"), Device: mem.dev.Index}
+		UseBF16: mem.run.bf16, AllocConf: monitor.EffectiveAllocConf(), Device: mem.dev.Index,
+		SumMicrobatchGrads: mem.run.sum, Command: mem.run.command, Unavailable: mem.run.unavailable}
 }
 
 // applyAutoConfig applies --auto_config's table row under the flags the
 // user set explicitly.
-func (mem *memory) applyAutoConfig(cfg *trainer.Config, c *cli.Context) {
+func (mem *memory) applyAutoConfig(cfg *trainer.Config, c *cli.Context, autoMicrobatch bool) {
 	if !c.Bool("auto_config") {
 		return
 	}
@@ -160,8 +156,8 @@ func (mem *memory) applyAutoConfig(cfg *trainer.Config, c *cli.Context) {
 		v := c.Int("batch_size")
 		ex.BatchSize = &v
 	}
-	if c.IsSet("microbatch") {
-		v := c.Int("microbatch")
+	if c.IsSet("microbatch") && !autoMicrobatch {
+		v := cfg.Microbatch
 		ex.Microbatch = &v
 	}
 	if c.IsSet("use_fp16") || c.IsSet("precision") {
@@ -188,15 +184,17 @@ func (mem *memory) applyAutoConfig(cfg *trainer.Config, c *cli.Context) {
 }
 
 // preflight predicts the run's peak from a few probe steps (X1) when asked
-// (--preflight, or --auto_config on a GPU).
-func (mem *memory) preflight(cfg trainer.Config, data *ct.Tensor) error {
-	want := mem.c.Bool("preflight") || (mem.c.Bool("auto_config") && mem.dev.IsCUDA())
+// (--preflight, --auto_config on a GPU, or force for --microbatch auto).
+// It returns nil when it did not run or failed with a warning (only
+// out-of-memory errors, and any error when forced, are returned).
+func (mem *memory) preflight(cfg trainer.Config, data *ct.Tensor, force bool) (*monitor.PreflightResult, error) {
+	want := force || mem.c.Bool("preflight") || (mem.c.Bool("auto_config") && mem.dev.IsCUDA())
 	if !want {
-		return nil
+		return nil, nil
 	}
 	p, err := trainer.NewProber(cfg, data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer p.Close()
 	mb := cfg.Microbatch
@@ -204,19 +202,47 @@ func (mem *memory) preflight(cfg trainer.Config, data *ct.Tensor) error {
 		mb = cfg.BatchSize
 	}
 	sizes := []int{1, 2, 4}
-	if mb < 4 {
+	if cfg.BatchSize < 4 {
 		sizes = []int{1, 2}
 	}
 	res, err := mem.m.Preflight(p.Step, monitor.PreflightConfig{ProbeSizes: sizes, Microbatch: mb, BatchSize: cfg.BatchSize})
 	if err != nil {
-		if errors.Is(err, ct.ErrOutOfMemory) {
-			return err
+		if force || errors.Is(err, ct.ErrOutOfMemory) {
+			return nil, err
 		}
-		fmt.Fprintln(mem.out, "warning: pre-flight failed:", err)
-		return nil
+		fmt.Fprintln(mem.out, "warning: pre-flight failed:", userMessage(err))
+		return nil, nil
 	}
 	rc := mem.runContext()
 	rc.Preflight = &res
+	mem.m.SetRunContext(rc)
+	return &res, nil
+}
+
+// chooseMicrobatch is --microbatch auto (memory.md X2, at the start of the
+// run): the largest divisor of the batch whose pre-flight prediction stays
+// within 90 % of the memory available now. The batch, and with the batch
+// mean the mathematics, is unchanged.
+func (mem *memory) chooseMicrobatch(cfg *trainer.Config, data *ct.Tensor) error {
+	res, err := mem.preflight(*cfg, data, true)
+	if err != nil {
+		return fmt.Errorf("--microbatch auto: the pre-flight probe failed: %w", err)
+	}
+	current := cfg.BatchSize
+	if res.Verdict == monitor.VerdictUnknown {
+		fmt.Fprintf(mem.out, "microbatch auto: the available memory is unknown; using the whole batch (%d)\n", current)
+		cfg.Microbatch = current
+	} else {
+		mb := mem.m.ChooseMicrobatch(res, current, 0)
+		if mb == 0 {
+			return memoryError{fmt.Errorf("--microbatch auto: no microbatch is predicted to fit, not even 1 (%s); lower --batch_size or free memory", res.Line())}
+		}
+		fmt.Fprintf(mem.out, "microbatch auto: microbatch %d (batch_size %d in %d chunks)\n", mb, cfg.BatchSize, (cfg.BatchSize+mb-1)/mb)
+		cfg.Microbatch = mb
+	}
+	mem.run.microbatch = cfg.Microbatch
+	rc := mem.runContext()
+	rc.Preflight = res
 	mem.m.SetRunContext(rc)
 	return nil
 }
@@ -224,15 +250,25 @@ func (mem *memory) preflight(cfg trainer.Config, data *ct.Tensor) error {
 // guard runs fn and turns an out-of-memory error into the report.
 func (mem *memory) guard(fn func() error) error { return mem.m.Guard(fn) }
 
-// close writes the plot and closes the series.
+// close prints the end-of-run memory summary (when the run took samples),
+// writes the plot and closes the series.
 func (mem *memory) close() {
 	if mem.closed {
 		return
 	}
 	mem.closed = true
+	sum := mem.m.Summary()
+	if sum.Samples > 0 || sum.OOMs > 0 {
+		for _, l := range sum.Lines() {
+			fmt.Fprintln(mem.out, l)
+		}
+	}
+	if mem.c.Int("cpu_mem_limit") > 0 {
+		ct.SetCPUAllocLimit(0) // the limit belongs to this run
+	}
 	if err := mem.m.Close(); err != nil {
-		fmt.Fprintln(mem.out, "warning: writing the memory plot:", err)
-	} else if mem.plot != "" {
+		fmt.Fprintln(mem.out, "warning: writing the memory plot:", userMessage(err))
+	} else if mem.plot != "" && sum.Samples > 0 {
 		fmt.Fprintf(mem.out, "memory plot: %s\n", mem.plot)
 	}
 }

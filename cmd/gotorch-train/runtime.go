@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/monitor"
 )
 
 // env names the environment variable of a flag: GOTORCH_BATCH_SIZE.
@@ -27,28 +28,29 @@ const (
 
 func runtimeFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to run on: cpu, cuda or cuda:N", EnvVars: env("device"), Category: catSystem},
-		&cli.IntFlag{Name: "threads", Value: 0, Usage: "intra-op `THREADS` for libtorch and OpenBLAS (0: OMP_NUM_THREADS or all cores)", EnvVars: env("threads"), Category: catSystem},
-		&cli.StringFlag{Name: "alloc_conf", Usage: "PYTORCH_CUDA_ALLOC_CONF `VALUE` for the CUDA caching allocator (e.g. expandable_segments:True); set before the first CUDA allocation", EnvVars: env("alloc_conf"), Category: catMemory},
+		&cli.StringFlag{Name: "device", Value: "cpu", Usage: "`DEVICE` to run on: cpu, cuda or cuda:N", EnvVars: env("device"), Category: catSystem,
+			Action: parsedBy("device", "cpu, cuda or cuda:N", func(v string) error { _, err := ct.ParseDevice(v); return err })},
+		&cli.IntFlag{Name: "threads", Value: 0, Usage: "intra-op `THREADS` for libtorch and OpenBLAS (0: OMP_NUM_THREADS or all cores)", EnvVars: env("threads"), Category: catSystem,
+			Action: intBetween("threads", 0, 1024)},
+		&cli.StringFlag{Name: "alloc_conf", Usage: "CUDA caching allocator `SETTINGS` (e.g. expandable_segments:True), exported as PYTORCH_CUDA_ALLOC_CONF and PYTORCH_ALLOC_CONF " +
+			"before the first CUDA allocation; overrides both (default: their value from the environment, which must agree when both are set)", EnvVars: env("alloc_conf"), Category: catMemory},
 	}
 }
 
 // setup initialises libtorch from the runtime flags and returns the device.
 // It must run before any tensor work (thread count, allocator settings).
+// It changes nothing on disk; the allocator settings are checked (the flag
+// and both environment variables) and exported for libtorch.
 func setup(c *cli.Context) (ct.Device, error) {
 	dev, err := ct.ParseDevice(c.String("device"))
 	if err != nil {
-		return dev, usageError{err}
+		return dev, usagef("--device %q: %v", c.String("device"), err)
 	}
-	if c.Int("threads") < 0 {
-		return dev, usagef("--threads must be >= 0, got %d", c.Int("threads"))
+	conf, _, err := allocConf(c)
+	if err != nil {
+		return dev, err
 	}
-	if conf := c.String("alloc_conf"); conf != "" {
-		if err := checkAllocConf(conf); err != nil {
-			return dev, usageError{err}
-		}
-	}
-	b, err := ct.Init(ct.Config{Threads: threads(c), AllocConf: c.String("alloc_conf")})
+	b, err := ct.Init(ct.Config{Threads: threads(c), AllocConf: conf})
 	if err != nil {
 		return dev, err
 	}
@@ -66,6 +68,67 @@ func setup(c *cli.Context) (ct.Device, error) {
 	return dev, nil
 }
 
+// allocConf resolves and checks the allocator settings: --alloc_conf (or
+// GOTORCH_ALLOC_CONF) wins; else PYTORCH_CUDA_ALLOC_CONF and
+// PYTORCH_ALLOC_CONF from the environment, which must agree when both are
+// set (libtorch releases disagree on which of them wins). The value is
+// validated against the running libtorch (monitor.ValidateAllocConf), its
+// warnings printed; source names where it came from ("" when unset).
+func allocConf(c *cli.Context) (conf, source string, err error) {
+	cuda, generic := os.Getenv(ct.AllocConfEnv[0]), os.Getenv(ct.AllocConfEnv[1])
+	switch {
+	case c.String("alloc_conf") != "":
+		conf, source = c.String("alloc_conf"), "--alloc_conf"
+		for _, name := range ct.AllocConfEnv {
+			if v := os.Getenv(name); v != "" && v != conf {
+				fmt.Fprintf(c.App.Writer, "note: --alloc_conf %q replaces %s=%q for this run\n", conf, name, v)
+			}
+		}
+	case cuda != "" && generic != "" && cuda != generic:
+		return "", "", usagef("%s=%q and %s=%q disagree (libtorch releases differ in which one wins): unset one, or give --alloc_conf",
+			ct.AllocConfEnv[0], cuda, ct.AllocConfEnv[1], generic)
+	case cuda != "":
+		conf, source = cuda, ct.AllocConfEnv[0]
+	case generic != "":
+		conf, source = generic, ct.AllocConfEnv[1]
+	default:
+		return "", "", nil
+	}
+	major, minor, _ := monitor.ParseTorchVersion(ct.Build().TorchVersion)
+	warnings, err := monitor.ValidateAllocConf(conf, major, minor)
+	if err != nil {
+		return "", "", usagef("%s %q: %v", source, conf, err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(c.App.Writer, "warning: %s: %s\n", source, w)
+	}
+	return conf, source, nil
+}
+
+// allocLine describes the allocator settings: as configured (and where
+// from) and as libtorch parsed them, where it can tell.
+func allocLine() string {
+	conf := "(unset: the allocator's defaults)"
+	for _, name := range ct.AllocConfEnv {
+		if v := os.Getenv(name); v != "" {
+			conf = v
+			break
+		}
+	}
+	text, _, err := ct.AllocConfReadback()
+	if err != nil {
+		text = "unknown (" + err.Error() + ")"
+	}
+	return "allocator: configured " + conf + "; in effect: " + text
+}
+
+// printHeader writes the run header: the version line and the allocator
+// settings.
+func printHeader(w io.Writer) {
+	fmt.Fprintln(w, versionLine())
+	fmt.Fprintln(w, allocLine())
+}
+
 // threads is --threads, or OMP_NUM_THREADS, or every core (libtorch itself
 // would start with one thread when nothing is set).
 func threads(c *cli.Context) int {
@@ -76,14 +139,6 @@ func threads(c *cli.Context) int {
 		return n
 	}
 	return runtime.NumCPU()
-}
-
-// checkAllocConf rejects option combinations PyTorch documents as broken.
-func checkAllocConf(conf string) error {
-	if strings.Contains(conf, "expandable_segments:True") && strings.Contains(conf, "max_split_size_mb") {
-		return fmt.Errorf("--alloc_conf %q: expandable_segments:True must not be combined with max_split_size_mb (asserts and unbounded reserved growth, pytorch/pytorch#123548)", conf)
-	}
-	return nil
 }
 
 // isTerminal reports whether w is an interactive terminal (progress bars

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,54 +19,40 @@ func newTrainAECommand() *cli.Command {
 		Name:  "train-ae",
 		Usage: "train the autoencoder (VAE_train.py) on an .h5ad of raw counts",
 		Description: "Preprocesses --data_dir like the reference, writes genes.txt and classes.txt to --save_dir and\n" +
-			"checkpoints model_seed={seed}_step={step}.pt (torch.save format) there.\n\n" + exitStatusHelp,
+			"checkpoints model_seed={seed}_step={step}.pt (torch.save format) there. The memory plan flags of train\n" +
+			"(--microbatch, --use_fp16, --auto_config, --preflight) do not apply: the autoencoder trains in fp32 on whole\n" +
+			"batches (its train-mode BatchNorm needs them).\n\n" + exitStatusHelp,
 		Flags: slices.Concat(dataFlags(), []cli.Flag{
 			&cli.StringFlag{Name: "save_dir", Value: "output/ae_checkpoint", Usage: "`DIR` for checkpoints, genes.txt and classes.txt", EnvVars: env("save_dir"), Category: catTrain},
-			&cli.IntFlag{Name: "num_genes", Usage: "expected gene count after filtering (the reference's --num_genes); 0: take it from the data", EnvVars: env("num_genes"), Category: catModel},
-			&cli.IntFlag{Name: "max_steps", Value: 200000, Usage: "training `STEPS` (reference 200,000; the paper uses the step-150,000 checkpoint)", EnvVars: env("max_steps"), Category: catTrain},
-			&cli.IntFlag{Name: "batch_size", Value: 128, Usage: "cells per step", EnvVars: env("batch_size"), Category: catTrain},
-			&cli.Float64Flag{Name: "lr", Value: 5e-4, Usage: "AdamW learning rate", EnvVars: env("lr"), Category: catTrain},
-			&cli.Float64Flag{Name: "weight_decay", Value: 0.01, Usage: "AdamW weight decay", EnvVars: env("weight_decay"), Category: catTrain},
-			&cli.IntFlag{Name: "checkpoint_freq", Value: 50000, Usage: "checkpoint every `STEPS` (and at the end)", EnvVars: env("checkpoint_freq"), Category: catTrain},
-			&cli.IntFlag{Name: "log_interval", Value: 1000, Usage: "print the mean loss every `STEPS`", EnvVars: env("log_interval"), Category: catTrain},
-			&cli.IntFlag{Name: "max_minutes", Value: 3000, Usage: "stop (with a checkpoint) after `MINUTES`", EnvVars: env("max_minutes"), Category: catTrain},
+			&cli.IntFlag{Name: "num_genes", Usage: "expected gene count after filtering (the reference's --num_genes); 0: take it from the data", EnvVars: env("num_genes"), Category: catModel,
+				Action: intAtLeast("num_genes", 0)},
+			&cli.IntFlag{Name: "max_steps", Value: 200000, Usage: "training `STEPS` (reference 200,000; the paper uses the step-150,000 checkpoint)", EnvVars: env("max_steps"), Category: catTrain,
+				Action: intAtLeast("max_steps", 1)},
+			&cli.IntFlag{Name: "batch_size", Value: 128, Usage: "cells per step (at least 2: train-mode BatchNorm)", EnvVars: env("batch_size"), Category: catTrain,
+				Action: intAtLeast("batch_size", 2)},
+			&cli.Float64Flag{Name: "lr", Value: 5e-4, Usage: "AdamW learning rate", EnvVars: env("lr"), Category: catTrain,
+				Action: floatAtLeast("lr", 0, true)},
+			&cli.Float64Flag{Name: "weight_decay", Value: 0.01, Usage: "AdamW weight decay", EnvVars: env("weight_decay"), Category: catTrain,
+				Action: floatAtLeast("weight_decay", 0, false)},
+			&cli.IntFlag{Name: "checkpoint_freq", Value: 50000, Usage: "checkpoint every `STEPS` (and at the end)", EnvVars: env("checkpoint_freq"), Category: catTrain,
+				Action: intAtLeast("checkpoint_freq", 1)},
+			&cli.IntFlag{Name: "log_interval", Value: 1000, Usage: "print the mean loss every `STEPS`", EnvVars: env("log_interval"), Category: catTrain,
+				Action: intAtLeast("log_interval", 1)},
+			&cli.IntFlag{Name: "max_minutes", Value: 3000, Usage: "stop (with a checkpoint) after `MINUTES`; 0: no limit", EnvVars: env("max_minutes"), Category: catTrain,
+				Action: intAtLeast("max_minutes", 0)},
 			&cli.Uint64Flag{Name: "seed", Value: 1234, Usage: "random seed (initialisation, data order)", EnvVars: env("seed"), Category: catTrain},
 			&cli.IntFlag{Name: "file_seed", Value: 0, Usage: "the {seed} in checkpoint names (the reference's --seed, which only names files)", EnvVars: env("file_seed"), Category: catTrain},
 			&cli.StringFlag{Name: "resume_checkpoint", Usage: "continue from `FILE` model_seed=S_step=N.pt", EnvVars: env("resume_checkpoint"), Category: catTrain},
 			&cli.StringFlag{Name: "state_dict", Usage: "initialise from an SCimilarity model `DIR` (encoder.ckpt, decoder.ckpt) as the reference does: all but the gene-indexed first encoder and last decoder layers", EnvVars: env("state_dict"), Category: catModel},
-		}, memoryFlags(), runtimeFlags()),
+		}, memoryFlags("--save_dir"), runtimeFlags()),
 		Action: runTrainAE,
 	}
 }
 
-func runTrainAE(c *cli.Context) error {
-	out := c.App.Writer
-	dev, err := setup(c)
-	if err != nil {
-		return err
-	}
-	if err := checkPretrainedDir(c.String("state_dict"), c.String("resume_checkpoint")); err != nil {
-		return err
-	}
-	pp, err := loadData(c, out)
-	if err != nil {
-		return err
-	}
-	genes := int64(pp.X.Cols)
-	if n := c.Int("num_genes"); n > 0 && int64(n) != genes {
-		return dataErr(fmt.Errorf("--num_genes %d but %s has %d genes after filtering (genes in >= 3 cells)", n, c.String("data_dir"), genes))
-	}
-	dir := c.String("save_dir")
-	if err := writeLines(filepath.Join(dir, "genes.txt"), pp.Genes); err != nil {
-		return err
-	}
-	if len(pp.Classes) > 0 {
-		if err := writeLines(filepath.Join(dir, "classes.txt"), pp.Classes); err != nil {
-			return err
-		}
-	}
+// aeConfig turns the flags into the training configuration for genes genes
+// (usage errors; no file is read).
+func aeConfig(c *cli.Context, genes int64) (autoencoder.TrainConfig, error) {
 	cfg := autoencoder.DefaultTrainConfig(genes)
-	cfg.Device = dev
 	cfg.Seed = c.Uint64("seed")
 	cfg.FileSeed = c.Int("file_seed")
 	cfg.BatchSize = c.Int("batch_size")
@@ -75,39 +62,109 @@ func runTrainAE(c *cli.Context) error {
 	cfg.CheckpointFreq = c.Int("checkpoint_freq")
 	cfg.LogEvery = c.Int("log_interval")
 	cfg.MaxDuration = time.Duration(c.Int("max_minutes")) * time.Minute
-	cfg.SaveDir = dir
+	cfg.SaveDir = c.String("save_dir")
 	cfg.Resume = c.String("resume_checkpoint")
 	cfg.Pretrained = c.String("state_dict")
-	prog := newProgress(out, "train-ae", cfg.MaxSteps)
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func runTrainAE(c *cli.Context) error {
+	if err := checkPretrainedDir(c.String("state_dict"), c.String("resume_checkpoint")); err != nil {
+		return err
+	}
+	if _, err := aeConfig(c, 1); err != nil { // every flag but the gene count
+		return err
+	}
+	if err := needDataDir(c); err != nil {
+		return err
+	}
+	if r := c.String("resume_checkpoint"); r != "" {
+		if _, _, ok := autoencoder.ParseCheckpointName(r); !ok {
+			return usagef("--resume_checkpoint %s: want a train-ae checkpoint named model_seed=S_step=N.pt", r)
+		}
+		if st, err := os.Stat(r); err != nil {
+			return flagErr("resume_checkpoint", err)
+		} else if st.IsDir() {
+			return usagef("--resume_checkpoint %s is a directory; want a checkpoint file model_seed=S_step=N.pt", r)
+		}
+	}
+	dev, err := setup(c)
+	if err != nil {
+		return err
+	}
+	out := io.Writer(c.App.Writer)
+	printHeader(out)
+	prog := newProgress(out, "train-ae", c.Int("max_steps"))
 	defer prog.done()
 	out = prog
-	cfg.Out = out
-	if err := cfg.Validate(); err != nil {
-		return usageError{err}
-	}
-	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, out: out})
+	mem, err := newMemory(c, dev, memoryRun{batchSize: c.Int("batch_size"), command: "train-ae",
+		unavailable: []string{"--microbatch", "--use_fp16"}, out: out})
 	if err != nil {
 		return err
 	}
 	defer mem.close()
-	fmt.Fprintf(out, "autoencoder: %d genes → %d, %d parameters; %d steps, batch %d\n",
-		genes, cfg.Model.Latent, cfg.Model.NumParams(), cfg.MaxSteps, cfg.BatchSize)
-	cfg.AfterStep = func(step int) {
-		mem.afterStep(step)
-		prog.step(step)
-	}
+
 	var res autoencoder.Result
+	var cfg autoencoder.TrainConfig
 	err = mem.guard(func() error {
-		var err error
+		pp, err := loadData(c, out)
+		if err != nil {
+			return err
+		}
+		genes := int64(pp.X.Cols)
+		if n := c.Int("num_genes"); n > 0 && int64(n) != genes {
+			return flagErr("data_dir", fmt.Errorf("--num_genes %d but %s has %d genes after filtering (genes in >= 3 cells)", n, c.String("data_dir"), genes))
+		}
+		if cfg, err = aeConfig(c, genes); err != nil {
+			return err
+		}
+		if pp.X.Rows < cfg.BatchSize {
+			return usagef("--batch_size %d exceeds the %d cells of --data_dir after filtering", cfg.BatchSize, pp.X.Rows)
+		}
+		cfg.Device = dev
+		cfg.Out = out
+		// Everything is valid and loaded, any checkpoint restored: only now
+		// are files created or changed.
+		cfg.BeforeRun = func() error {
+			dir := cfg.SaveDir
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := mem.start(dir, cfg.Resume != ""); err != nil {
+				return err
+			}
+			if err := writeLines(filepath.Join(dir, "genes.txt"), pp.Genes); err != nil {
+				return err
+			}
+			if len(pp.Classes) > 0 {
+				if err := writeLines(filepath.Join(dir, "classes.txt"), pp.Classes); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(out, "autoencoder: %d genes → %d, %d parameters; %d steps, batch %d\n",
+				genes, cfg.Model.Latent, cfg.Model.NumParams(), cfg.MaxSteps, cfg.BatchSize)
+			return nil
+		}
+		cfg.AfterStep = func(step int) {
+			mem.afterStep(step)
+			prog.step(step)
+		}
 		res, err = autoencoder.Train(c.Context, cfg, rowSource(pp.X))
+		var re *autoencoder.ResumeError
+		if errors.As(err, &re) {
+			return flagErr("resume_checkpoint", err)
+		}
+		if errors.Is(err, autoencoder.ErrPretrained) {
+			return flagErr("state_dict", err)
+		}
 		return err
 	})
 	if errors.Is(err, autoencoder.ErrInterrupted) {
 		fmt.Fprintf(out, "interrupted: checkpoint %s written; continue with --resume_checkpoint %s\n", res.Checkpoint, res.Checkpoint)
 		return nil
-	}
-	if errors.Is(err, autoencoder.ErrPretrained) {
-		return dataErr(fmt.Errorf("--state_dict: %w", err))
 	}
 	if err != nil {
 		return err
