@@ -34,6 +34,8 @@ if ! ldconfig -p | grep -q 'libnvidia-ml.so.1'; then
 fi
 export LD_LIBRARY_PATH=$PWD/cgotorch/build/cuda:${LD_LIBRARY_PATH:-}
 export CGOTORCH_REQUIRE_CUDA=1 OMP_WAIT_POLICY=PASSIVE GOTORCH_TESTDATA_DIR=${GOTORCH_TESTDATA_DIR:-$PWD/../shared/data}
+# PyTorch for the tests that run it (torch.load checks, live references).
+export GOTORCH_REF_PYTHON=${GOTORCH_REF_PYTHON:-$(command -v "$PY")}
 
 echo "== tests (CUDA required)"
 fail=0
