@@ -55,18 +55,17 @@ func TestEncodeAllDatasetEqualsFullBatch(t *testing.T) {
 			if first == nil {
 				first = z
 			} else {
-				for i := range z {
-					if math.Abs(float64(z[i]-first[i])) > 1e-6 {
-						t.Fatalf("%s: element %d = %g, chunk 7 gave %g", name, i, z[i], first[i])
-					}
-				}
+				// Chunks change only the matrix products' row counts and
+				// the order the statistics are summed in: the rule again.
+				assertSlice(t, name+" vs chunk 7", z, s.FromSlice(first, 150, 16), encodeK(m.Config(), 150))
 			}
 			for r := 0; r < 150; r++ {
 				var n float64
 				for _, v := range z[r*16 : (r+1)*16] {
 					n += float64(v) * float64(v)
 				}
-				if math.Abs(math.Sqrt(n)-1) > 1e-6 {
+				// L2-normalised rows: one norm over 16 terms, then a division.
+				if math.Abs(math.Sqrt(n)-1) > 2*cgotorchtest.Gamma(16+2, cgotorchtest.UnitRoundoff(ct.Float32)) {
 					t.Fatalf("%s: row %d has norm %g", name, r, math.Sqrt(n))
 				}
 			}
