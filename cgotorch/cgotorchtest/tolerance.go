@@ -36,9 +36,12 @@ import (
 // counts n, an elementwise op 1; for a chain of layers, forward and backward,
 // the lengths add up; for n steps of an iteration that does not expand
 // errors, n times the length of one step). S is Σ|t_i| of that element when
-// the test can compute it (FP32Elementwise), else the largest |want| of the
-// tensor (FP32): a normwise bound, which is first order for chains of
-// well-conditioned layers (normalised activations). It is a worst-case bound:
+// the test can compute it (AssertFP32Elementwise), else the largest |want|
+// of the tensor (AssertFP32): a normwise bound, which is first order for
+// chains of well-conditioned layers (normalised activations). A sum whose
+// terms cancel (a gradient that is zero in exact arithmetic, such as the bias
+// of a Linear before a train-mode BatchNorm) has no such scale in its result:
+// its golden script records Σ|t_i|. It is a worst-case bound:
 // observed differences are typically √K times smaller, and the assertions log
 // the fraction of the bound used (go test -v). A wrong formula (a missing
 // term, a wrong constant, a swapped operand) changes results by O(S), far
@@ -48,8 +51,10 @@ import (
 // gradient element is at rounding-noise level (Adam's first update is ±lr
 // whatever the noise's sign), or a long chaotic trajectory. Those are tested
 // on identical inputs (PyTorch's gradients from the golden file fed to our
-// AdamW), over short stable horizons, or against a reference computed at
-// test time on the same machine and libtorch (LiveReference).
+// AdamW, or gradients both sides draw from the same seeded generator), over
+// short stable horizons, or against a reference computed at test time on the
+// same machine, libtorch, kernels and thread count (LiveReference), where
+// the results must be bit-identical.
 
 // ElemUlps is the slack for elementwise functions, in units of u: two
 // implementations (vectorised or scalar, libtorch 1.x or 2.x) each within a
