@@ -230,6 +230,18 @@ func AssertSummary(tb testing.TB, name string, got *ct.Tensor, want Summary, k i
 	tb.Logf("%s: summary within %.2g%% of the bound (K=%d)", name, 100*worst, k)
 }
 
+// SumsClose reports whether the float64 sum and sum of squares of n values
+// agree with wantSum and wantSq, when the values are the same and only the
+// order of the float64 additions differs (libtorch's reductions split the
+// work by thread count): the rule with u = 2⁻⁵³ and K = n, using
+// Σ|x| ≤ √(n·Σx²) for the sum. rtol widens both bounds relative to the same
+// scales, for values that may differ slightly (RNGTolerance on libtorch 2.x).
+func SumsClose(n int, gotSum, gotSq, wantSum, wantSq, rtol float64) bool {
+	g := 2*Gamma(n, UnitRoundoff(ct.Float64)) + rtol
+	abs := math.Sqrt(float64(n) * wantSq)
+	return math.Abs(gotSum-wantSum) <= g*abs && math.Abs(gotSq-wantSq) <= g*wantSq
+}
+
 // MaxAbs is the largest |x_i| (0 for an empty slice; NaN and Inf ignored).
 func MaxAbs(x []float64) float64 {
 	m := 0.0
