@@ -18,8 +18,9 @@ THREADS=${THREADS:-1 2}
 # Tests whose results depend on the thread count if anything does: AdamW
 # (libtorch's and the fused one), generators, flat buffers, training
 # trajectories, determinism, exact resume, microbatching, OOM retry,
-# monitoring neutrality and the sampling loops.
-THREAD_TESTS='AdamW|ZeroGrad|Generator|Flatten|MLPTraining|Deterministic|Resum|Microbatch|OOMRetry|TrainStep|DoNotChangeTraining|EndToEnd|Live'
+# monitoring neutrality, the sampling loops and the initialisation checks
+# (float64 sums whose order follows the thread count).
+THREAD_TESTS='AdamW|ZeroGrad|Generator|Flatten|MLPTraining|Deterministic|Resum|Microbatch|OOMRetry|TrainStep|DoNotChangeTraining|EndToEnd|Live|Architecture|InitMatches'
 THREAD_PKGS="./cgotorch/ ./nn/ ./cellunet/... ./monitor/"
 
 flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
