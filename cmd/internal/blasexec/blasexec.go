@@ -39,7 +39,11 @@ const (
 //     parallel region, which BENCHMARKS.md's "as a user runs it" table
 //     measures against the alternatives.
 //
-// Both are read by the libraries when they load, hence the new process. A
+// Both are read by the libraries when they load, hence the new process; it
+// costs one more load of libtorch, about 0.3 s of CPU (restarting earlier,
+// from the executable's .preinit_array, saves nothing measurable: loading
+// and relocating the libraries is the cost, and a setenv there is undone by
+// libc's initialiser, which runs after it and before libgomp's). A
 // variable the user set is never changed; GOTORCH_NO_BLAS_REEXEC=1 keeps the
 // whole environment as it is. If the restart fails, Reexec says so on
 // stderr and returns: the program runs with the libraries' own choices.
