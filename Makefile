@@ -128,6 +128,7 @@ test-race: $(SHIM)
 bench: $(SHIM)
 	./scripts/bench.sh
 	./scripts/bench-data.sh
+	./scripts/bench-defaults.sh
 
 # Golden fixtures for the parity tests, from Debian's python3-torch.
 fixtures:

@@ -3,21 +3,19 @@ package cellunet_test
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/internal/unettest"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
 
-// fp32 parity with PyTorch where the math is the same (spec: ≤1e-5 relative).
-const (
-	rtol = 1e-5
-	atol = 1e-6
-)
+// Parity with PyTorch follows the rule in cgotorch/cgotorchtest
+// (tolerance.go), with the accumulation lengths of unettest.ForwardK and
+// GradK; random initialisation is exact on libtorch 1.x (RNGTolerance).
 
 func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
@@ -45,18 +43,18 @@ func summaries(s *ct.Scope, ts []*ct.Tensor) (sum, sumsq []float64) {
 	return sum, sumsq
 }
 
-// assertSummaries compares per-tensor sums and sums of squares. A sum of
-// many terms of both signs can be near zero, so its absolute tolerance
-// scales with the tensor's norm: |Δsum| ≤ atol + rt·√sumsq.
-func assertSummaries(t *testing.T, what string, gotSum, gotSq []float64, want map[string]*ct.Tensor, prefix string, names []string, rt float64) {
+// assertSummaries compares per-tensor float64 sums and sums of squares of
+// values that are the same up to rt (RNGTolerance): only the order of the
+// additions differs (cgotorchtest.SumsClose).
+func assertSummaries(t *testing.T, what string, ts []*ct.Tensor, gotSum, gotSq []float64, want map[string]*ct.Tensor, prefix string, names []string, rt float64) {
 	t.Helper()
 	ws, wq := want[prefix+".sum"].Float64s(), want[prefix+".sumsq"].Float64s()
 	if len(ws) != len(gotSum) {
 		t.Fatalf("%s: %d tensors, want %d", what, len(gotSum), len(ws))
 	}
 	for i := range ws {
-		if !cgotorchtest.Close(gotSum[i], ws[i], 0, 1e-6+rt*math.Sqrt(wq[i])) || !cgotorchtest.Close(gotSq[i], wq[i], rt, 1e-9) {
-			t.Errorf("%s %s: sum %.9g sumsq %.9g, want %.9g %.9g", what, names[i], gotSum[i], gotSq[i], ws[i], wq[i])
+		if !cgotorchtest.SumsClose(int(ts[i].Numel()), gotSum[i], gotSq[i], ws[i], wq[i], rt) {
+			t.Errorf("%s %s: sum %.17g sumsq %.17g, want %.17g %.17g", what, names[i], gotSum[i], gotSq[i], ws[i], wq[i])
 		}
 	}
 }
@@ -99,41 +97,58 @@ func TestDefaultArchitecture(t *testing.T) {
 	}
 	sum, sq := summaries(s, ts)
 	rt, _ := cgotorchtest.RNGTolerance() // exact on libtorch 1.x
-	assertSummaries(t, "init", sum, sq, want, "init", names, rt)
+	assertSummaries(t, "init", ts, sum, sq, want, "init", names, rt)
 }
 
 // TestForwardLossGradAndAdamWStepMatchPyTorch: the same weights give the
-// same forward pass, float32 ε-loss, gradients and weights after one AdamW
-// step (lr 1e-4, wd 1e-4) as the PyTorch implementation of the spec.
+// same forward pass, float32 ε-loss and gradients as the PyTorch
+// implementation of the spec (tolerances: unettest.ForwardK, GradK), and one AdamW
+// step (lr 1e-4, wd 1e-4) over all 52 tensors on identical gradients gives
+// the same weights. The step is not taken on our own gradients: Adam's first
+// update is ±lr whatever a gradient's size, so an element whose gradient is
+// at rounding-noise level moves by the sign of that noise, which differs
+// between CPUs and BLAS kernels. Both sides draw the gradients from
+// torch.Generator seed 2 in parameter order instead.
 func TestForwardLossGradAndAdamWStepMatchPyTorch(t *testing.T) {
 	s := ct.NewScope()
 	defer s.Close()
 	g := cgotorchtest.Golden(t, s, "testdata/default_golden.safetensors")
 	st, m := newDefault(t, 0)
+	cfg := cellunet.DefaultConfig()
 	x0, tt, noise := g["x0"], g["t"], g["noise"]
-	cgotorchtest.AssertClose(t, "forward", m.Forward(x0, tt), g["forward"], rtol, atol)
+	batch := int(x0.Dim(0))
+	cgotorchtest.AssertFP32(t, "forward", m.Forward(x0, tt), g["forward"], cgotorchtest.FP32{K: unettest.ForwardK(cfg)})
 	d, err := diffusion.New(diffusion.DefaultConfig(), ct.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	cgotorchtest.AssertClose(t, "q_sample", d.QSample(x0, tt, noise), g["x_t"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "q_sample", d.QSample(x0, tt, noise), g["x_t"], cgotorchtest.FP32{K: 3})
 	losses := d.PerSampleMSE(m, x0, tt, noise)
-	cgotorchtest.AssertClose(t, "per-sample loss", losses, g["losses"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "per-sample loss", losses, g["losses"], cgotorchtest.FP32{K: unettest.ForwardK(cfg) + int(cfg.InputDim)})
 	losses.Mean().Backward()
-	var names []string
-	var grads, params []*ct.Tensor
+	kg := unettest.GradK(cfg, batch)
+	var params []*ct.Tensor
 	for _, p := range st.Params() {
-		names = append(names, p.Name)
-		grads = append(grads, p.T.Grad(s))
+		grad := p.T.Grad(s)
+		stats := g["grad.stats."+p.Name].Float64s()
+		want := cgotorchtest.Summary{SumSq: stats[0], AbsSum: stats[1], AbsMax: stats[2]}
+		cgotorchtest.AssertSummary(t, "grad "+p.Name, grad, want, kg)
+		head := g["grad.head."+p.Name]
+		cgotorchtest.AssertFP32(t, "grad head "+p.Name, grad.Reshape(-1).Narrow(0, 0, head.Dim(0)), head, cgotorchtest.FP32{K: kg, Scale: want.AbsMax})
 		params = append(params, p.T)
 	}
-	sum, sq := summaries(s, grads)
-	// Sums of gradients cancel to small values, so compare them with an
-	// absolute tolerance relative to the gradient scale (sum of squares).
-	assertSummaries(t, "grad", sum, sq, g, "grad", names, 1e-4)
 	out2b, _ := st.Lookup("out2.bias")
-	cgotorchtest.AssertClose(t, "grad out2.bias", out2b.T.Grad(s), g["grad.out2.bias"], 1e-4, 1e-7)
+	cgotorchtest.AssertFP32(t, "grad out2.bias", out2b.T.Grad(s), g["grad.out2.bias"], cgotorchtest.FP32{K: kg})
+
+	gen, err := ct.NewGenerator(ct.CPU, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+	for _, p := range params {
+		p.SetGrad(s.Randn(ct.Options{}, gen, p.Shape()...))
+	}
 	opt, err := ct.NewAdamW(params, ct.AdamWConfig{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-4})
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +157,20 @@ func TestForwardLossGradAndAdamWStepMatchPyTorch(t *testing.T) {
 	if err := opt.Step(); err != nil {
 		t.Fatal(err)
 	}
-	sum, sq = summaries(s, params)
-	assertSummaries(t, "after one AdamW step", sum, sq, g, "step1", names, 1e-6)
-	cgotorchtest.AssertClose(t, "step1 out2.bias", out2b.T.Detach(), g["step1.out2.bias"], rtol, atol)
+	// The step is elementwise (K = 1) on identical inputs; on libtorch 2.x
+	// the drawn gradients differ by a few ulps (RNGTolerance), which Adam's
+	// normalisation m/√v absorbs.
+	for _, p := range st.Params() {
+		stats := g["step1.stats."+p.Name].Float64s()
+		want := cgotorchtest.Summary{SumSq: stats[0], AbsSum: stats[1], AbsMax: stats[2]}
+		w := p.T.Detach()
+		cgotorchtest.AssertSummary(t, "after one AdamW step "+p.Name, w, want, 1)
+		head := g["step1.head."+p.Name]
+		cgotorchtest.AssertFP32(t, "after one AdamW step, head of "+p.Name, w.Reshape(-1).Narrow(0, 0, head.Dim(0)), head, cgotorchtest.FP32{K: 1})
+	}
+	cgotorchtest.AssertFP32(t, "step1 out2.bias", out2b.T.Detach(), g["step1.out2.bias"], cgotorchtest.FP32{K: 1})
 	ln, _ := st.Lookup("layers.0.norm.weight")
-	cgotorchtest.AssertClose(t, "step1 layers.0.norm.weight", ln.T.Detach(), g["step1.layers.0.norm.weight"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "step1 layers.0.norm.weight", ln.T.Detach(), g["step1.layers.0.norm.weight"], cgotorchtest.FP32{K: 1})
 }
 
 // TestReferenceCheckpointLoads: a state_dict written by torch.save from the
@@ -167,7 +191,7 @@ func TestReferenceCheckpointLoads(t *testing.T) {
 	}
 	var out *ct.Tensor
 	ct.NoGrad(func() { out = m.Forward(g["x"], g["t"]) })
-	cgotorchtest.AssertClose(t, "forward", out, g["forward"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "forward", out, g["forward"], cgotorchtest.FP32{K: unettest.ForwardK(cellunet.Config{InputDim: 16, Hidden: []int64{32, 32, 16, 8}})})
 }
 
 // TestForwardReleasesIntermediates: a no-grad forward leaves only its output

@@ -6,18 +6,14 @@ import (
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
 
-// Tolerances for parity with PyTorch. The golden files come from the same
-// libtorch line on the CPU (1.13), where most results are bit-identical; the
-// stated bound also covers libtorch 2.x, whose kernels may round differently.
-const (
-	rtol = 1e-5
-	atol = 1e-6
-)
+// Parity with PyTorch follows the tolerance rule of cgotorchtest
+// (tolerance.go): assertFP32 with each computation's accumulation length.
 
 func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 var (
 	golden      = cgotorchtest.Golden
 	assertClose = cgotorchtest.AssertClose
+	assertFP32  = cgotorchtest.AssertFP32
 	rssBytes    = cgotorchtest.RSS
 )

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 	"github.com/scdiffusion/gotorch-train/cgotorch/ptfile"
 )
 
@@ -101,7 +102,7 @@ func TestLoadErrorsNameTheFile(t *testing.T) {
 // TestSavePTReadByPyTorch: a state dict and an optimizer-style nested dict
 // written by SavePT load with Python's torch.load, and back with LoadPT.
 func TestSavePTReadByPyTorch(t *testing.T) {
-	py := "/usr/bin/python3"
+	py := cgotorchtest.RefPython(t)
 	s := ct.NewScope()
 	defer s.Close()
 	dir := t.TempDir()
@@ -186,7 +187,7 @@ print(json.dumps({"type": type(sd).__name__, "keys": list(sd.keys()),
 // what SaveSafetensors writes. Debian 12 does not package it; CI's libtorch
 // 2.x chroot (Debian trixie) has python3-safetensors, so the test runs there.
 func TestSafetensorsReadByPythonSafetensors(t *testing.T) {
-	py := "/usr/bin/python3"
+	py := cgotorchtest.RefPython(t)
 	if err := exec.Command(py, "-c", "import safetensors.numpy").Run(); err != nil {
 		t.Skip("python3-safetensors is not installed here (it runs in scripts/ci-torch2.sh's trixie chroot)")
 	}

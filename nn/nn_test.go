@@ -2,6 +2,7 @@ package nn_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
 	"runtime"
@@ -12,11 +13,28 @@ import (
 	"github.com/scdiffusion/gotorch-train/nn"
 )
 
-// Tolerances against PyTorch (same libtorch line on CPU: mostly bit-identical;
-// the bound also covers libtorch 2.x rounding).
+// Tolerances against PyTorch follow the rule in cgotorch/cgotorchtest
+// (tolerance.go), with the accumulation lengths K below; random
+// initialisation is exact on libtorch 1.x (RNGTolerance).
+
+// Accumulation lengths of class Net (testdata/make_golden.py) on a batch of
+// 16: Linear 128, LayerNorm over 64 (mean, then variance: 2·64),
+// BatchNorm over the batch (2·16), Linear 64, Linear 32, plus the
+// elementwise ops; the loss's mean over 16·8; the backward pass repeats
+// the chain.
 const (
-	rtol = 1e-5
-	atol = 1e-6
+	kNetForward = 128 + 2*64 + 2*16 + 64 + 32 + 8
+	kNetGrad    = 2*kNetForward + 16*8
+)
+
+// Accumulation lengths of the 128-512-512-128 MLP on a batch of 64: the
+// forward chain of three products, the loss's mean over 64·128 terms, and
+// the backward chain down to the first layer (products over 128 and 512
+// outputs, then the weight gradient's sum over the batch).
+const (
+	kMLPForward = 128 + 512 + 512 + 8
+	kMLPLoss    = kMLPForward + 64*128
+	kMLPGrad    = kMLPForward + 128 + 512 + 64
 )
 
 func TestMain(m *testing.M) { cgotorchtest.Main(m) }
@@ -96,19 +114,28 @@ func TestForwardBackwardMatchesPyTorch(t *testing.T) {
 	}
 	x := g["x"]
 	y := n.forward(x)
-	cgotorchtest.AssertClose(t, "train forward", y, g["out_train"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "train forward", y, g["out_train"], cgotorchtest.FP32{K: kNetForward})
 	y.Square().Mean().Backward()
 	for _, p := range st.Params() {
-		cgotorchtest.AssertClose(t, "grad "+p.Name, p.T.Grad(s), g["grad."+p.Name], 1e-4, 1e-6)
+		// The LayerNorm's scale and shift have gradients that cancel (the
+		// BatchNorm after it undoes them): compare with the magnitude of
+		// the terms, recorded by the golden script.
+		if terms, ok := g["gradterms."+p.Name]; ok {
+			cgotorchtest.AssertFP32Elementwise(t, "grad "+p.Name, p.T.Grad(s), g["grad."+p.Name], terms, kNetGrad)
+			continue
+		}
+		cgotorchtest.AssertFP32(t, "grad "+p.Name, p.T.Grad(s), g["grad."+p.Name], cgotorchtest.FP32{K: kNetGrad})
 	}
+	// Running statistics: the batch mean and variance after LayerNorm and
+	// the first Linear.
 	for _, name := range []string{"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"} {
 		p, _ := st.Lookup(name)
-		cgotorchtest.AssertClose(t, name, p.T, g["after."+name], rtol, atol)
+		cgotorchtest.AssertFP32(t, name, p.T, g["after."+name], cgotorchtest.FP32{K: 128 + 2*64 + 2*16})
 	}
 	n.setTraining(false)
 	var ye *ct.Tensor
 	ct.NoGrad(func() { ye = n.forward(x) })
-	cgotorchtest.AssertClose(t, "eval forward", ye, g["out_eval"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "eval forward", ye, g["out_eval"], cgotorchtest.FP32{K: kNetForward})
 }
 
 func TestStateDictRoundTrip(t *testing.T) {
@@ -183,30 +210,71 @@ func newMLP(p nn.Path, widths ...int64) *nn.Sequential {
 	return nn.NewSequential(layers...)
 }
 
-// TestMLPTrainingMatchesPyTorch: 100 AdamW steps give PyTorch's loss curve
-// (bit-identical on libtorch 1.13; rtol 1e-4 allows 2.x rounding to drift).
+// mlpAndData builds the MLP and draws x, y as testdata/mlp_reference.py's
+// mlp_and_data does: seed 0, the initialisation, then x and y.
+func mlpAndData(t *testing.T, s *ct.Scope) (st *nn.Store, mlp *nn.Sequential, x, y *ct.Tensor) {
+	t.Helper()
+	if err := ct.ManualSeed(0); err != nil {
+		t.Fatal(err)
+	}
+	st = nn.NewStore(ct.CPU)
+	t.Cleanup(st.Close)
+	mlp = newMLP(st.Root(), 128, 512, 512, 128)
+	return st, mlp, s.Randn(ct.Options{}, nil, 64, 128), s.Randn(ct.Options{}, nil, 64, 128)
+}
+
+// TestMLPTrainingMatchesPyTorch: the MLP's first training step (binding.md
+// §9) — same inputs, loss and gradients as PyTorch on the machine that made
+// the golden file, under the tolerance rule (K: kMLPLoss, kMLPGrad). The
+// trajectory is TestMLPTrainingMatchesLivePyTorch's.
 func TestMLPTrainingMatchesPyTorch(t *testing.T) {
 	s := ct.NewScope()
 	defer s.Close()
 	g := cgotorchtest.Golden(t, s, "testdata/mlp_golden.safetensors")
-	if err := ct.ManualSeed(0); err != nil {
-		t.Fatal(err)
-	}
-	st := nn.NewStore(ct.CPU)
-	defer st.Close()
-	mlp := newMLP(st.Root(), 128, 512, 512, 128)
-	x := s.Randn(ct.Options{}, nil, 64, 128)
-	y := s.Randn(ct.Options{}, nil, 64, 128)
+	st, mlp, x, y := mlpAndData(t, s)
 	rt, at := cgotorchtest.RNGTolerance()
 	cgotorchtest.AssertClose(t, "x", x.Narrow(0, 0, 2), g["x_head"], rt, at)
+	loss := mlp.Forward(x).MSELoss(y, ct.ReduceMean)
+	cgotorchtest.AssertFP32(t, "loss", loss.Reshape(1), g["loss"], cgotorchtest.FP32{K: kMLPLoss})
+	loss.Backward()
+	for _, p := range st.Params() {
+		grad := p.T.Grad(s)
+		stats := g["grad_stats."+p.Name].Float64s()
+		want := cgotorchtest.Summary{SumSq: stats[0], AbsSum: stats[1], AbsMax: stats[2]}
+		cgotorchtest.AssertSummary(t, "grad "+p.Name, grad, want, kMLPGrad)
+		if len(grad.Shape()) > 1 {
+			grad = grad.Narrow(0, 0, 2) // the golden file holds the first two rows
+		}
+		cgotorchtest.AssertFP32(t, "grad "+p.Name, grad, g["grad."+p.Name], cgotorchtest.FP32{K: kMLPGrad, Scale: want.AbsMax})
+	}
+}
+
+// TestMLPTrainingMatchesLivePyTorch: 100 AdamW steps of the MLP give
+// PyTorch's loss curve and final weights. Over 100 steps the loss falls to
+// ~1e-4 and the weights follow a chaotic path: a last-bit difference in a
+// matrix product (another CPU or OpenBLAS kernel family) flips Adam's ±lr
+// update of a near-zero gradient element and grows from there. So the
+// reference is computed at test time on this machine, libtorch, kernel
+// family and thread count (testdata/mlp_reference.py via
+// cgotorchtest.LiveReference), where both sides run the same kernels on the
+// same operands in the same order: the curve and the weights must be
+// bit-identical.
+func TestMLPTrainingMatchesLivePyTorch(t *testing.T) {
+	const steps = 100
+	ref := filepath.Join(t.TempDir(), "mlp_reference.safetensors")
+	cgotorchtest.LiveReference(t, "testdata/mlp_reference.py", fmt.Sprint(steps), ref)
+	s := ct.NewScope()
+	defer s.Close()
+	want := cgotorchtest.Golden(t, s, ref)
+	st, mlp, x, y := mlpAndData(t, s)
 	opt, err := ct.NewAdamW(st.Tensors(), ct.AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer opt.Close()
-	want := g["losses"].Float64s()
+	losses := make([]float64, 0, steps)
 	step := ct.NewScope()
-	for i := range want {
+	for i := 0; i < steps; i++ {
 		if err := opt.ZeroGrad(true); err != nil {
 			t.Fatal(err)
 		}
@@ -215,15 +283,14 @@ func TestMLPTrainingMatchesPyTorch(t *testing.T) {
 		if err := opt.Step(); err != nil {
 			t.Fatal(err)
 		}
-		got := loss.Item()
+		losses = append(losses, loss.Item())
 		step.Close()
-		if !cgotorchtest.Close(got, want[i], 1e-4, 1e-7) {
-			t.Fatalf("step %d: loss %.9g, want %.9g", i, got, want[i])
-		}
 	}
-	w0, _ := st.Lookup("0.weight")
-	cgotorchtest.AssertClose(t, "final weight", w0.T.Detach().Narrow(0, 0, 2), g["final_w0_head"], 1e-3, 1e-6)
-	t.Logf("loss %.6f at step 0, %.6f at 40, %.6f at 80", want[0], want[40], want[80])
+	cgotorchtest.AssertClose(t, "loss curve", s.FromSlice(losses), want["losses"], 0, 0)
+	for _, p := range st.All() {
+		cgotorchtest.AssertClose(t, "final "+p.Name, p.T.Detach(), want[p.Name], 0, 0)
+	}
+	t.Logf("loss %.6f at step 0, %.6f at 40, %.6f at 80", losses[0], losses[40], losses[80])
 }
 
 // TestGradientCheckMLP compares autograd gradients of a small float64 MLP
@@ -270,9 +337,16 @@ func TestGradientCheckMLP(t *testing.T) {
 	}
 }
 
+// kFlat is the accumulation length of the 16-32-8 MLP's gradients on a
+// batch of 4: forward 16+32, the loss's mean over 4·8, backward 8+32, the
+// batch sum.
+const kFlat = 16 + 32 + 4*8 + 8 + 32 + 4 + 4
+
 // TestFlattenKeepsModelAndTrainsIdentically: a flattened store gives the
 // same forward, accumulates gradients into the flat buffer, and a fused
-// AdamW step on the buffers equals torch::optim::AdamW per parameter.
+// AdamW step on the buffers equals torch::optim::AdamW per parameter
+// (tolerance rule, K = kFlat per step).
+
 func TestFlattenKeepsModelAndTrainsIdentically(t *testing.T) {
 	s := ct.NewScope()
 	defer s.Close()
@@ -322,14 +396,14 @@ func TestFlattenKeepsModelAndTrainsIdentically(t *testing.T) {
 			for _, p := range ref.Params() {
 				parts = append(parts, p.T.Grad(s).Reshape(-1))
 			}
-			cgotorchtest.AssertClose(t, "flat grads", fl.FlatGrads(), ct.Cat(parts, 0), rtol, atol)
+			cgotorchtest.AssertFP32(t, "flat grads", fl.FlatGrads(), ct.Cat(parts, 0), cgotorchtest.FP32{K: kFlat})
 		}
 		if err := ct.FusedAdamW(fl.FlatParams(), fl.FlatGrads(), m, v, int64(step), cfg, ct.FusedStep{ZeroGrad: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i, p := range fl.Params() {
-		cgotorchtest.AssertClose(t, "after 3 steps "+p.Name, p.T.Detach(), ref.Params()[i].T.Detach(), rtol, atol)
+		cgotorchtest.AssertFP32(t, "after 3 steps "+p.Name, p.T.Detach(), ref.Params()[i].T.Detach(), cgotorchtest.FP32{K: 3 * kFlat})
 	}
 }
 

@@ -7,8 +7,10 @@
 # cleanup. Two environments:
 #   matched  both processes get the same OPENBLAS_CORETYPE (the kernels this
 #            CPU supports) and the same glibc malloc thresholds: like for like;
-#   default  nothing set: PyTorch runs as installed, gotorch-train as shipped
-#            (it picks the OpenBLAS kernels and tunes malloc itself).
+#   default  nothing set but the thread count: PyTorch runs as installed,
+#            gotorch-train as shipped (it picks the OpenBLAS kernels and the
+#            OpenMP wait policy and tunes malloc itself).
+# scripts/bench-defaults.sh measures the binary with an empty environment.
 # Raw results go to bench-results.jsonl; BENCHMARKS.md gets the tables with
 # this command, the machine and the versions.
 #
@@ -32,8 +34,8 @@ run() { # mode threads command...
     env BENCH_MODE=matched OPENBLAS_CORETYPE="${core:-}" MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912 \
       OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" MKL_NUM_THREADS="$t" OMP_WAIT_POLICY=PASSIVE "$@" >> "$OUT"
   else
-    env -u OPENBLAS_CORETYPE -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ BENCH_MODE=default \
-      OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" MKL_NUM_THREADS="$t" OMP_WAIT_POLICY=PASSIVE "$@" >> "$OUT"
+    env -u OPENBLAS_CORETYPE -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ -u OMP_WAIT_POLICY BENCH_MODE=default \
+      OMP_NUM_THREADS="$t" OPENBLAS_NUM_THREADS="$t" MKL_NUM_THREADS="$t" "$@" >> "$OUT"
   fi
 }
 for mode in $MODES; do

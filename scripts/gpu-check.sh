@@ -132,6 +132,8 @@ fi
 export LD_LIBRARY_PATH=$SHIM_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OMP_WAIT_POLICY=PASSIVE GOTORCH_TESTDATA_DIR=${GOTORCH_TESTDATA_DIR:-$PWD/../shared/data}
 [ -d "$GOTORCH_TESTDATA_DIR" ] || export GOTORCH_TESTDATA_DIR=$PWD/bin/gpu/data
+# PyTorch for the tests that run it (torch.load checks, live references).
+export GOTORCH_REF_PYTHON=${GOTORCH_REF_PYTHON:-$(command -v "$PY")}
 
 echo "== tests${CGOTORCH_REQUIRE_CUDA:+ (CUDA required)}"
 for t in bin/gpu/*.test; do

@@ -29,7 +29,9 @@ LOG_INTERVAL=${LOG_INTERVAL:-100}
 DEVICE=${DEVICE:-cpu}
 BATCH_SIZE=${BATCH_SIZE:-128}
 MICROBATCH=${MICROBATCH:--1}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# Thread and BLAS settings: gotorch-train chooses them itself (its first
+# output line says what); export OMP_WAIT_POLICY, OPENBLAS_CORETYPE or
+# OMP_NUM_THREADS to override.
 
 BIN=${BIN:-bin/gotorch-train}
 if [ ! -x "$BIN" ] || [ -n "$(find cgotorch cellunet cmd monitor nn -newer "$BIN" -name '*.go' -print -quit 2>/dev/null)" ]; then

@@ -6,6 +6,7 @@ import (
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/internal/unettest"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 	"github.com/scdiffusion/gotorch-train/nn"
@@ -14,17 +15,34 @@ import (
 // goldenPath is written by testdata/make_golden.py (PyTorch 1.13).
 const goldenPath = "testdata/golden.safetensors"
 
-// Tolerances against PyTorch. Single steps and helpers do the same float32
-// math in the same order on the same libtorch line, so they agree to a few
-// ulps: rtol 1e-5 (the brief's bound) with atol 1e-6 for values near zero.
-const (
-	rtol = 1e-5
-	atol = 1e-6
+// Tolerances against PyTorch follow the rule in cgotorch/cgotorchtest
+// (tolerance.go), with these accumulation lengths:
+var (
+	// kModel: the small Cell_Unet's forward pass (unettest.ForwardK).
+	kModel = unettest.ForwardK(cellunet.Config{InputDim: 16, Hidden: []int64{32, 32, 16, 8}})
+	// kPMV: p_mean_variance, the model plus the x̂0/ε and posterior
+	// formulas (a few elementwise roundings each).
+	kPMV = kModel + 12
+	// kGuide: a toy classifier's gradient: Linear 16→24, SiLU, Linear
+	// 24→3, log-softmax over 3 classes, and back again.
+	kGuide = 2*(16+24+3+3) + 4
+	// kStep: one reverse step, guided or not.
+	kStep = kPMV + kGuide + 10
+	// kElem: the bits-per-dim helpers' elementwise formulas (normal_kl,
+	// the tanh approximation of Φ, the discretized log-likelihood).
+	kElem = 24
 )
 
 func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 
 var assertClose = cgotorchtest.AssertClose
+
+// assertK compares got with want under the tolerance rule with
+// accumulation length k.
+func assertK(t testing.TB, name string, got, want *ct.Tensor, k int) {
+	t.Helper()
+	cgotorchtest.AssertFP32(t, name, got, want, cgotorchtest.FP32{K: k})
+}
 
 // fixture is the golden file plus the small Cell_Unet (input 16, hidden
 // [32,32,16,8]) and the two toy classifiers whose weights it holds.

@@ -7,8 +7,9 @@ Run with Debian's python3-torch 1.13: `make fixtures`, or
 Writes:
   default_golden.safetensors  the default Cell_Unet after torch.manual_seed(0):
       key names/shapes (metadata), per-tensor sum and sum of squares (float64),
-      a forward pass, float32-noise losses, gradients (sum, sum of squares)
-      and one AdamW step (lr 1e-4, wd 1e-4) summarised the same way;
+      a forward pass, float32-noise losses, gradients (per tensor Σx², Σ|x|,
+      max|x| and the first 16 elements) and one AdamW step (lr 1e-4, wd 1e-4)
+      on gradients drawn from torch.Generator seed 2, summarised the same way;
   small.pt                    a small Cell_Unet (16, [32,32,16,8]) state_dict
       written by torch.save, as a reference checkpoint would be;
   small_golden.safetensors    its forward pass on fixed inputs.
@@ -31,6 +32,15 @@ def summary(prefix, tensors, out):
     out[prefix + ".sumsq"] = torch.tensor([(t.double() ** 2).sum().item() for t in tensors], dtype=torch.float64)
 
 
+def stats(prefix, named, out, head=16):
+    """Per tensor: Σx², Σ|x|, max|x| (float64, the Summary of
+    cgotorchtest) and the first `head` elements in full."""
+    for k, t in named:
+        d = t.detach().double()
+        out[prefix + ".stats." + k] = torch.tensor([(d * d).sum(), d.abs().sum(), d.abs().max()], dtype=torch.float64)
+        out[prefix + ".head." + k] = t.detach().reshape(-1)[:head].clone()
+
+
 def default_golden():
     torch.manual_seed(0)
     model = Cell_Unet()
@@ -50,11 +60,20 @@ def default_golden():
     out["losses"] = losses.detach()
     loss = losses.mean()
     loss.backward()
-    summary("grad", [p.grad for p in model.parameters()], out)
+    named = list(model.named_parameters())
+    stats("grad", [(k, p.grad) for k, p in named], out)
     out["grad.out2.bias"] = model.out2.bias.grad.clone()
+    # One AdamW step on identical gradients: Adam's first update is ±lr
+    # whatever a gradient's size, so an element whose gradient is at
+    # rounding-noise level would move by the sign of that noise. The Go test
+    # draws the same gradients from the same seeded generator, in parameter
+    # order, instead of comparing the noise.
+    gg = torch.Generator().manual_seed(2)
+    for _, p in named:
+        p.grad = torch.randn(p.shape, generator=gg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     opt.step()
-    summary("step1", [p.detach() for p in model.parameters()], out)
+    stats("step1", named, out)
     out["step1.out2.bias"] = model.out2.bias.detach().clone()
     out["step1.layers.0.norm.weight"] = model.layers[0].norm.weight.detach().clone()
     meta = {"keys": json.dumps([[k, list(v.shape)] for k, v in sd.items()]), "torch": torch.__version__}

@@ -105,6 +105,6 @@ func encodeLatents(c *cli.Context, out io.Writer, dev ct.Device, pp *scdata.Prep
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "encoded %d cells in %.1fs (BatchNorm: %s statistics, chunks of %d)\n", n, time.Since(start).Seconds(), mode, opts.ChunkRows)
+	fmt.Fprintf(out, "encoded %d cells in %.2fs (BatchNorm: %s statistics, chunks of %d)\n", n, time.Since(start).Seconds(), mode, opts.ChunkRows)
 	return lat, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cmd/internal/blasexec"
 	"github.com/scdiffusion/gotorch-train/monitor"
 )
 
@@ -54,6 +55,7 @@ func setup(c *cli.Context) (ct.Device, error) {
 	if err != nil {
 		return dev, err
 	}
+	fmt.Fprintln(c.App.Writer, blasexec.Header(ct.NumThreads()))
 	if dev.IsCUDA() {
 		if !b.CUDA {
 			return dev, fmt.Errorf("--device %s: %w: this libcgotorch.so is the CPU flavour (build the CUDA one with make shim FLAVOR=cuda and select it with LD_LIBRARY_PATH)", dev, ct.ErrNoCUDA)

@@ -4,6 +4,9 @@ in eager PyTorch (Debian's python3-torch 1.13 at /usr/bin/python3).
 
     ref_bench.py ops|mlp|step|gemm [--threads N] [--steps N] [--warmup N] [--batch B]
 
+--threads 0 leaves PyTorch's own default thread count (what a script that
+never calls torch.set_num_threads gets); the output's "threads" says which.
+
 Each prints one JSON object. `step` is the reference training step
 (scripts/reference/scdiffusion_ref.py: float64 noise, uniform numpy sampler,
 per-parameter norms, AdamW, EMA 0.9999, LR anneal); `gemm` times only the
@@ -145,13 +148,14 @@ def bench_gemm(warmup, steps, batch):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bench")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads; 0: PyTorch's default")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     if a.bench == "ops":
         out = bench_ops()
     elif a.bench == "mlp":
@@ -162,7 +166,7 @@ def main():
         out = bench_gemm(a.warmup, a.steps, a.batch)
     else:
         sys.exit("unknown benchmark " + a.bench)
-    out.update(impl="pytorch", threads=a.threads, torch=torch.__version__, mode=os.environ.get("BENCH_MODE", ""))
+    out.update(impl="pytorch", threads=torch.get_num_threads(), torch=torch.__version__, mode=os.environ.get("BENCH_MODE", ""))
     out.setdefault("peak_rss_mib", peak_rss_mib())
     print(json.dumps(out))
 

@@ -13,7 +13,9 @@ Writes (all committed; the Go tests only read them):
       written by torch.save as the reference writes its checkpoints;
   small_golden.safetensors    for a freshly seeded small VAE: init summaries,
       one train-mode forward (latent, reconstruction, loss, running stats),
-      gradients, one AdamW step (lr 5e-4, wd 0.01); and for small.pt: the
+      gradients (and, for the biases before a BatchNorm, the magnitudes of
+      the terms their gradients sum), one AdamW step (lr 5e-4, wd 0.01) on
+      those gradients; and for small.pt: the
       full-batch train-mode encode of all rows (the reference's semantics =
       our Dataset mode), eval-mode encode (Running mode), and decodes with
       and without reference latents.
@@ -77,6 +79,19 @@ def small_golden():
     sd = m.state_dict()
     summary("init", list(sd.values()), out)
     x = X[:32]
+    # The bias of a Linear followed by train-mode BatchNorm has a zero
+    # gradient in exact arithmetic: Σ_rows ∂L/∂a over the batch, which BN
+    # makes cancel. Its rounding noise is bounded by the magnitude of those
+    # terms, Σ_rows |∂L/∂a| per feature, recorded as "gradterms.<bias>".
+    pre_bn = []
+    for name, mod in m.named_modules():
+        kids = list(mod.named_children())
+        for (ln, lin), (_, bn) in zip(kids, kids[1:]):
+            if isinstance(lin, torch.nn.Linear) and isinstance(bn, torch.nn.BatchNorm1d):
+                def keep(module, inp, outp, key=f"{name}.{ln}.bias"):
+                    outp.retain_grad()
+                    pre_bn.append((key, outp))
+                lin.register_forward_hook(keep)
     z = m(x, return_latent=True)
     recon = m.decoder(z)
     loss = m.loss_autoencoder(recon, x)
@@ -89,6 +104,8 @@ def small_golden():
     loss.backward()
     for name, p in m.named_parameters():
         out["grad." + name] = p.grad.clone()
+    for key, a in pre_bn:
+        out["gradterms." + key] = a.grad.abs().sum(0)
     opt.step()
     for name, p in m.named_parameters():
         out["step1." + name] = p.detach().clone()
