@@ -83,6 +83,15 @@ type Config struct {
 	// checkpoint in it is used) or a model file modelNNNNNN.pt.
 	ResumeCheckpoint string
 
+	// Step selects the implementation of forward and backward: StepAuto
+	// ("" too; the default) uses the fused step wherever it applies (fp32,
+	// no dropout) and autograd otherwise; StepFused requires the fused step;
+	// StepGeneric forces autograd (CLI: --train_step auto|fused|generic).
+	Step StepImpl
+	// fusedBackend overrides the fused step's backend (tests run the ATen
+	// backend, the CUDA path's ops, on the CPU).
+	fusedBackend ct.FusedBackend
+
 	// OOMRetry recovers from out-of-memory in forward/backward: the step is
 	// rerun from its first slice with half the microbatch (same batch, same
 	// noise and timesteps), and the run continues with that microbatch.
@@ -113,6 +122,7 @@ func DefaultConfig() Config {
 		SaveDir:            "output/checkpoint/backbone",
 		Seed:               1234,
 		Precision:          FP32,
+		Step:               StepAuto,
 		InitialLgLossScale: 20,
 		ScaleGrowth:        1e-3,
 	}
@@ -173,6 +183,12 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("trainer: unknown precision %q (want fp32, fp16 or bf16)", c.Precision)
+	}
+	if _, err := ParseStepImpl(string(c.Step)); err != nil {
+		return err
+	}
+	if r := c.fusedReason(); c.Step == StepFused && r != "" {
+		return fmt.Errorf("trainer: the fused training step does not cover %s; use the generic (autograd) step", r)
 	}
 	for _, r := range c.EMARates {
 		if r < 0 || r >= 1 {

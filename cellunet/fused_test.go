@@ -1,0 +1,227 @@
+package cellunet_test
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/scdiffusion/gotorch-train/cellunet"
+	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
+	"github.com/scdiffusion/gotorch-train/nn"
+)
+
+// fusedCase is one model and batch for the fused-step parity tests.
+type fusedCase struct {
+	name  string
+	cfg   cellunet.Config
+	batch int64
+}
+
+var fusedCases = []fusedCase{
+	{"default", cellunet.DefaultConfig(), 128},
+	// Widths that are no multiple of the 16-lane loops, three levels, a head
+	// width 2·H[1] unlike H[0], and an odd batch.
+	{"odd", cellunet.Config{InputDim: 24, Hidden: []int64{40, 24, 18}}, 37},
+}
+
+// fusedBatch is a training batch drawn from a fixed generator.
+type fusedBatch struct {
+	x0, t, noise, w *ct.Tensor
+	coef            float64
+}
+
+func newFusedBatch(t *testing.T, s *ct.Scope, b, d int64, steps int, seed uint64) fusedBatch {
+	t.Helper()
+	g, err := ct.NewGenerator(ct.CPU, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	return fusedBatch{
+		x0:    s.Randn(ct.Options{}, g, b, d).Normalize(2, 1, 1e-12),
+		t:     s.RandInt(0, int64(steps), ct.Options{DType: ct.Int64}, g, b),
+		noise: s.Randn(ct.Options{}, g, b, d),
+		w:     s.Rand(ct.Options{}, g, b).AddScalar(0.5), // importance weights in [0.5, 1.5)
+		coef:  1 / float64(b),
+	}
+}
+
+// autogradGrads runs the generic path (cellunet.Model under autograd, as
+// the trainer does) and returns the per-sample mse and the flat gradient.
+func autogradGrads(t *testing.T, s *ct.Scope, st *nn.Store, m *cellunet.Model, d *diffusion.Diffusion, fb fusedBatch) (mse, grad *ct.Tensor) {
+	t.Helper()
+	st.ZeroGrad()
+	mse = d.PerSampleMSE(m, fb.x0, fb.t, fb.noise)
+	mse.Mul(fb.w).Sum().MulScalar(fb.coef).Backward()
+	return mse.Detach(), s.Adopt(st.FlatGrads().Clone())
+}
+
+// float64Grads is the reference truth: the same loss written out with
+// cgotorch ops in float64 (from the float32 parameters and inputs) and
+// differentiated by autograd. It returns the flat gradient in float64.
+func float64Grads(t *testing.T, s *ct.Scope, m *cellunet.Model, cfg cellunet.Config, sched *diffusion.Schedule, fb fusedBatch) *ct.Tensor {
+	t.Helper()
+	ps := m.TrainableParams()
+	p := make([]*ct.Tensor, len(ps))
+	for i, q := range ps {
+		p[i] = s.Adopt(q.T.Detach()).ToDType(ct.Float64).SetRequiresGrad(true)
+	}
+	f64 := ct.Options{DType: ct.Float64}
+	k := 0
+	next := func() *ct.Tensor { k++; return p[k-1] }
+	linear := func(x *ct.Tensor) *ct.Tensor { w := next(); return x.Linear(w, next()) }
+	ln := func(x *ct.Tensor) *ct.Tensor {
+		w := next()
+		return x.LayerNorm([]int64{x.Dim(1)}, w, next(), 1e-5)
+	}
+	ab := s.FromSlice(sched.SqrtAlphasCumprod).IndexSelect(0, fb.t).Unsqueeze(1)
+	bb := s.FromSlice(sched.SqrtOneMinusAlphasCumprod).IndexSelect(0, fb.t).Unsqueeze(1)
+	x0, noise := fb.x0.ToDType(ct.Float64), fb.noise.ToDType(ct.Float64)
+	xt := ab.Mul(x0).Add(bb.Mul(noise))
+	e := cfg.Hidden[0]
+	steps := s.FromSlice(sched.TimestepMap).IndexSelect(0, fb.t).ToDType(ct.Float64).Unsqueeze(1)
+	freqs := s.Arange(0, float64(e/2), 1, f64).MulScalar(-math.Log(10000) / float64(e/2)).Exp().Unsqueeze(0)
+	args := steps.Mul(freqs)
+	sin := ct.Cat([]*ct.Tensor{args.Cos(), args.Sin()}, 1)
+	emb := linear(linear(sin).SiLU())
+	semb := emb.SiLU()
+	block := func(x *ct.Tensor) *ct.Tensor {
+		h := linear(x) // state-dict order: fc, norm, emb_layer
+		gamma, beta := next(), next()
+		h = h.Add(linear(semb))
+		return h.LayerNorm([]int64{h.Dim(1)}, gamma, beta, 1e-5).SiLU()
+	}
+	var skips []*ct.Tensor
+	h := xt
+	for i := range cfg.Hidden {
+		h = block(h)
+		if i < len(cfg.Hidden)-1 {
+			skips = append(skips, h)
+		}
+	}
+	for i := len(cfg.Hidden) - 2; i >= 0; i-- {
+		h = block(h).Add(skips[i])
+	}
+	out := linear(ln(linear(h)).SiLU())
+	mse := out.Sub(noise).Square().MeanDims(false, 1)
+	mse.Mul(fb.w.ToDType(ct.Float64)).Sum().MulScalar(fb.coef).Backward()
+	if k != len(p) {
+		t.Fatalf("float64 reference used %d of %d parameters", k, len(p))
+	}
+	parts := make([]*ct.Tensor, len(p))
+	for i := range p {
+		parts[i] = p[i].Grad(s).Reshape(-1)
+	}
+	return ct.Cat(parts, 0)
+}
+
+// relErr is ‖a−b‖/‖b‖ over one parameter's segment of two flat gradients.
+func relErr(a, b []float64) float64 {
+	var num, den float64
+	for i := range a {
+		num += (a[i] - b[i]) * (a[i] - b[i])
+		den += b[i] * b[i]
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+// TestFusedStepGradients checks the fused step (both backends, 1 and 2
+// threads) against autograd: the per-sample losses, and every parameter's
+// gradient against the float64 truth.
+//
+// Tolerance, derived: both float32 computations evaluate the same
+// expressions with different summation orders (BLAS blocking, 16-lane
+// reductions, fused LayerNorm backward), so each differs from the exact
+// result by rounding only. A length-K dot product in float32 carries a
+// relative error of about √K·u (u = 2⁻²⁴ ≈ 6e-8; K ≤ 1024 here: ≈ 2e-6),
+// and the longest gradient path (loss → head → 2n−1 blocks → time
+// embedding) chains L ≈ 2·(2n+2) such products and normalisations, whose
+// independent errors add in quadrature: √L·√K·u ≈ 1e-5 for n = 4. So
+// every gradient tensor must satisfy ‖g−g64‖/‖g64‖ ≤ 4·max(err_autograd,
+// √L·√K·u): no worse than a small factor of libtorch's own float32 autograd,
+// or than the rounding bound where autograd happens to be closer.
+func TestFusedStepGradients(t *testing.T) {
+	for _, fc := range fusedCases {
+		for _, backend := range []ct.FusedBackend{ct.FusedCPU, ct.FusedATen} {
+			for _, threads := range []int{1, 2} {
+				t.Run(fmt.Sprintf("%s/%s/threads=%d", fc.name, backend, threads), func(t *testing.T) {
+					if err := ct.SetNumThreads(threads); err != nil {
+						t.Fatal(err)
+					}
+					defer ct.SetNumThreads(1)
+					checkFusedGradients(t, fc, backend)
+				})
+			}
+		}
+	}
+}
+
+func checkFusedGradients(t *testing.T, fc fusedCase, backend ct.FusedBackend) {
+	s := ct.NewScope()
+	defer s.Close()
+	if err := ct.ManualSeed(3); err != nil {
+		t.Fatal(err)
+	}
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	m, err := cellunet.New(st.Root(), fc.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := st.Flatten(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := diffusion.New(diffusion.DefaultConfig(), ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sched := d.Schedule()
+	fb := newFusedBatch(t, s, fc.batch, fc.cfg.InputDim, d.NumSteps(), 11)
+
+	mseAuto, gAuto := autogradGrads(t, s, st, m, d, fb)
+	g64 := float64Grads(t, s, m, fc.cfg, sched, fb)
+
+	step, err := m.NewFusedStep(cellunet.FusedSchedule{SqrtAlphasCumprod: sched.SqrtAlphasCumprod,
+		SqrtOneMinusAlphasCumprod: sched.SqrtOneMinusAlphasCumprod, TimestepMap: sched.TimestepMap}, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer step.Close()
+	if err := step.Reserve(fc.batch); err != nil {
+		t.Fatal(err)
+	}
+	st.FlatGrads().Fill_(math.NaN()) // every gradient must be written
+	mse := s.Empty(ct.Options{}, fc.batch)
+	if err := step.Run(ct.UnetBatch{Data: fb.x0, T: fb.t, Noise: fb.noise, Weights: fb.w, MSE: mse, Coef: fb.coef}); err != nil {
+		t.Fatal(err)
+	}
+	// Per-sample losses: the forward alone, ≈ 2n+3 products deep: rtol 1e-5.
+	cgotorchtest.AssertClose(t, "mse", mse, mseAuto, 1e-5, 1e-7)
+
+	gf := cgotorchtest.Float64s(st.FlatGrads())
+	ga, gt := cgotorchtest.Float64s(gAuto), cgotorchtest.Float64s(g64)
+	off := st.FlatOffsets()
+	n := int64(len(fc.cfg.Hidden))
+	const u = 1.0 / (1 << 24)
+	k := float64(max(fc.cfg.Hidden[0], 2*fc.cfg.Hidden[1], fc.batch))
+	bound := math.Sqrt(float64(2*(2*n+2))) * math.Sqrt(k) * u
+	names := m.TrainableParams()
+	worst := 0.0
+	for i := range names {
+		a, b := off[i], off[i+1]
+		eAuto := relErr(ga[a:b], gt[a:b])
+		eFused := relErr(gf[a:b], gt[a:b])
+		worst = max(worst, eFused/max(eAuto, bound))
+		if math.IsNaN(eFused) || eFused > 4*max(eAuto, bound) {
+			t.Errorf("%s: fused gradient error %.3g, autograd float32 %.3g (bound %.3g)", names[i].Name, eFused, eAuto, bound)
+		}
+	}
+	t.Logf("worst fused error / max(autograd error, %.2g) = %.3f", bound, worst)
+}
