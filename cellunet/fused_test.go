@@ -225,3 +225,9 @@ func checkFusedGradients(t *testing.T, fc fusedCase, backend ct.FusedBackend) {
 	}
 	t.Logf("worst fused error / max(autograd error, %.2g) = %.3f", bound, worst)
 }
+
+// TestFusedUnderOpenBLASKernels reruns the gradient parity test with
+// OpenBLAS forced to the kernels of other x86-64 CPUs (child processes).
+func TestFusedUnderOpenBLASKernels(t *testing.T) {
+	cgotorchtest.RunUnderOpenBLASKernels(t, "^TestFusedStepGradients$")
+}
