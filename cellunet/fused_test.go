@@ -161,42 +161,59 @@ func TestFusedStepGradients(t *testing.T) {
 	}
 }
 
+// fusedFixture is a flattened model (seeded), the default diffusion and the
+// model's fused step with a workspace for the case's batch; all are closed
+// at the end of the test.
+type fusedFixture struct {
+	st   *nn.Store
+	m    *cellunet.Model
+	d    *diffusion.Diffusion
+	step *ct.UnetStep
+}
+
+func newFusedFixture(t *testing.T, fc fusedCase, seed uint64, backend ct.FusedBackend) fusedFixture {
+	t.Helper()
+	if err := ct.ManualSeed(seed); err != nil {
+		t.Fatal(err)
+	}
+	var f fusedFixture
+	f.st = nn.NewStore(ct.CPU)
+	t.Cleanup(f.st.Close)
+	var err error
+	if f.m, err = cellunet.New(f.st.Root(), fc.cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.m.Close)
+	if err := f.st.Flatten(); err != nil {
+		t.Fatal(err)
+	}
+	if f.d, err = diffusion.New(diffusion.DefaultConfig(), ct.CPU); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.d.Close)
+	sc := f.d.Schedule()
+	f.step, err = f.m.NewFusedStep(cellunet.FusedSchedule{SqrtAlphasCumprod: sc.SqrtAlphasCumprod,
+		SqrtOneMinusAlphasCumprod: sc.SqrtOneMinusAlphasCumprod, TimestepMap: sc.TimestepMap}, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.step.Close)
+	if err := f.step.Reserve(fc.batch); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func checkFusedGradients(t *testing.T, fc fusedCase, backend ct.FusedBackend) {
 	s := ct.NewScope()
 	defer s.Close()
-	if err := ct.ManualSeed(3); err != nil {
-		t.Fatal(err)
-	}
-	st := nn.NewStore(ct.CPU)
-	defer st.Close()
-	m, err := cellunet.New(st.Root(), fc.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := st.Flatten(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := diffusion.New(diffusion.DefaultConfig(), ct.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	f := newFusedFixture(t, fc, 3, backend)
+	st, m, d, step := f.st, f.m, f.d, f.step
 	sched := d.Schedule()
 	fb := newFusedBatch(t, s, fc.batch, fc.cfg.InputDim, d.NumSteps(), 11)
 
 	mseAuto, gAuto := autogradGrads(t, s, st, m, d, fb)
 	g64 := float64Grads(t, s, m, fc.cfg, sched, fb)
-
-	step, err := m.NewFusedStep(cellunet.FusedSchedule{SqrtAlphasCumprod: sched.SqrtAlphasCumprod,
-		SqrtOneMinusAlphasCumprod: sched.SqrtOneMinusAlphasCumprod, TimestepMap: sched.TimestepMap}, backend)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer step.Close()
-	if err := step.Reserve(fc.batch); err != nil {
-		t.Fatal(err)
-	}
 	st.FlatGrads().Fill_(math.NaN()) // every gradient must be written
 	mse := s.Empty(ct.Options{}, fc.batch)
 	if err := step.Run(ct.UnetBatch{Data: fb.x0, T: fb.t, Noise: fb.noise, Weights: fb.w, MSE: mse, Coef: fb.coef}); err != nil {
@@ -230,4 +247,72 @@ func checkFusedGradients(t *testing.T, fc fusedCase, backend ct.FusedBackend) {
 // OpenBLAS forced to the kernels of other x86-64 CPUs (child processes).
 func TestFusedUnderOpenBLASKernels(t *testing.T) {
 	cgotorchtest.RunUnderOpenBLASKernels(t, "^TestFusedStepGradients$")
+}
+
+// TestFusedUpdateMatchesFusedAdamW: a run that applies AdamW + EMA to each
+// parameter as its gradient is ready leaves the parameters, both moments and
+// the EMA bit-identical to a plain run followed by cgotorch.FusedAdamW, over
+// three steps (1 and 2 threads); the norms agree to float rounding.
+func TestFusedUpdateMatchesFusedAdamW(t *testing.T) {
+	for _, fc := range fusedCases {
+		for _, threads := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/threads=%d", fc.name, threads), func(t *testing.T) {
+				if err := ct.SetNumThreads(threads); err != nil {
+					t.Fatal(err)
+				}
+				defer ct.SetNumThreads(1)
+				type state struct{ p, m, v, e, sumsq []float64 }
+				run := func(update bool) state {
+					s := ct.NewScope()
+					defer s.Close()
+					fx := newFusedFixture(t, fc, 4, ct.FusedCPU)
+					st, d, step := fx.st, fx.d, fx.step
+					P := st.NumParams()
+					mm, vv := s.Zeros(ct.Options{}, P), s.Zeros(ct.Options{}, P)
+					ema := s.Adopt(st.FlatParams().Clone())
+					sumsq := s.Zeros(ct.Options{DType: ct.Float64}, 2)
+					cfg := ct.AdamWConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2}
+					mse := s.Empty(ct.Options{}, fc.batch)
+					for k := int64(1); k <= 3; k++ {
+						fb := newFusedBatch(t, s, fc.batch, fc.cfg.InputDim, d.NumSteps(), uint64(20+k))
+						b := ct.UnetBatch{Data: fb.x0, T: fb.t, Noise: fb.noise, Weights: fb.w, MSE: mse, Coef: fb.coef}
+						if update {
+							b.Update = &ct.UnetUpdate{Params: st.FlatParams(), ExpAvg: mm, ExpAvgSq: vv, Step: k, Config: cfg,
+								EMAs: []*ct.Tensor{ema}, Rates: []float64{0.99}, SumSq: sumsq}
+						}
+						if err := step.Run(b); err != nil {
+							t.Fatal(err)
+						}
+						if !update {
+							if err := ct.FusedAdamW(st.FlatParams(), st.FlatGrads(), mm, vv, k, cfg,
+								ct.FusedStep{EMAs: []*ct.Tensor{ema}, Rates: []float64{0.99}, SumSq: sumsq}); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					f := cgotorchtest.Float64s
+					return state{f(st.FlatParams()), f(mm), f(vv), f(ema), f(sumsq)}
+				}
+				a, b := run(false), run(true)
+				for _, c := range []struct {
+					name string
+					x, y []float64
+				}{{"parameters", a.p, b.p}, {"exp_avg", a.m, b.m}, {"exp_avg_sq", a.v, b.v}, {"EMA", a.e, b.e}} {
+					for i := range c.x {
+						if math.Float64bits(c.x[i]) != math.Float64bits(c.y[i]) {
+							t.Fatalf("%s[%d]: %.9g after FusedAdamW, %.9g from the updating run", c.name, i, c.x[i], c.y[i])
+						}
+					}
+				}
+				// The norms' partial sums run in float lanes over blocks of 16
+				// elements whose alignment follows the chunking: 16 roundings,
+				// relative error ≤ 16·2⁻²⁴ ≈ 1e-6.
+				for i := range a.sumsq {
+					if !cgotorchtest.Close(b.sumsq[i], a.sumsq[i], 1e-6, 0) {
+						t.Errorf("sumsq[%d] = %.17g, want %.17g", i, b.sumsq[i], a.sumsq[i])
+					}
+				}
+			})
+		}
+	}
 }

@@ -526,6 +526,21 @@ CGT_EXPORT void cgt_unet_step_free(cgt_unet_step s) CGT_NOEXCEPT;
  * first; out of memory leaves none). A no-op when already that size. */
 CGT_EXPORT cgt_status cgt_unet_step_reserve(cgt_unet_step s, int64_t rows) CGT_NOEXCEPT;
 /*
+ * An AdamW (+ EMA) step for cgt_unet_step_run to apply as it goes: params,
+ * exp_avg, exp_avg_sq and each EMA are flat float32 CPU buffers (the step's
+ * parameter tensors must be views of params); step is 1-based; sumsq
+ * (optional, float64 [2]) gets sum g^2 and sum p^2 added, as cgt_fused_adamw_.
+ */
+typedef struct {
+  cgt_tensor params, exp_avg, exp_avg_sq;
+  const cgt_tensor *emas;
+  const double *rates;
+  int32_t nema;
+  cgt_tensor sumsq;
+  int64_t step;
+  cgt_adamw_options opts;
+} cgt_unet_adamw;
+/*
  * One forward/backward over n samples: x0 = data[index] (index int64 [n]; NULL:
  * data is x0 [n,D]), t int64 [n] schedule steps, noise float32 [n,D], weights
  * float32 [n]. Writes mse[r] = mean_d(eps_hat - noise)^2 and the gradients of
@@ -533,11 +548,16 @@ CGT_EXPORT cgt_status cgt_unet_step_reserve(cgt_unet_step s, int64_t rows) CGT_N
  * of overwriting them (microbatch slices). log_acc (optional, float64 [15]) gets
  * the trainer's window sums added: [0] sum w*mse, [1] sum mse, [2] n, then per
  * quartile q = min(floor(4t/T),3): [3+3q] sum w*mse, [4+3q] sum mse, [5+3q] count.
+ * update (optional; CPU backend, accumulate 0): instead of writing the gradient
+ * tensors, apply that AdamW step to each parameter as soon as its gradient is
+ * ready (the gradient passes through a cache-sized scratch buffer) — the same
+ * arithmetic as cgt_fused_adamw_ after a plain run, with fewer passes over memory.
  */
 CGT_EXPORT cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
                                         cgt_tensor t, cgt_tensor noise, cgt_tensor weights,
                                         double coef, int32_t accumulate, cgt_tensor mse,
-                                        cgt_tensor log_acc) CGT_NOEXCEPT;
+                                        cgt_tensor log_acc,
+                                        const cgt_unet_adamw *update) CGT_NOEXCEPT;
 typedef struct {
   int32_t backend;         /* CGT_FUSED_CPU or CGT_FUSED_ATEN */
   int32_t blas;            /* 1: matrix products call sgemm_ directly */
@@ -547,6 +567,10 @@ typedef struct {
   int64_t gemms_last_run;  /* matrix products in the last run (CPU backend) */
 } cgt_unet_step_stats;
 CGT_EXPORT cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_unet_step_stats *out) CGT_NOEXCEPT;
+/* Benchmarks: issues the last run's matrix products again, reps times, on the
+ * same buffers (gradients are overwritten with garbage): the step's
+ * matrix-product floor. CPU backend, after a run. */
+CGT_EXPORT cgt_status cgt_unet_step_replay_gemms(cgt_unet_step s, int64_t reps) CGT_NOEXCEPT;
 
 /* In place: t.random_(low, high, gen), the values at::randint(low, high, shape, gen)
  * draws, for allocation-free steps (int64 t). */

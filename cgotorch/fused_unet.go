@@ -149,6 +149,27 @@ type UnetBatch struct {
 	// LogAcc, if set (float64 [15]), gets the log window's sums added (see
 	// cgt_unet_step_run in cgotorch.h).
 	LogAcc *Tensor
+	// Update, if set, makes the run apply that AdamW step to each parameter
+	// as soon as its gradient is ready, instead of writing the gradients
+	// (CPU backend; not with Accumulate).
+	Update *UnetUpdate
+}
+
+// UnetUpdate is an AdamW (+ EMA) step applied during a UnetStep run: the
+// arithmetic of FusedAdamW after a plain run (bit for bit in the
+// parameters, moments and EMAs), but each gradient passes through a
+// cache-sized scratch buffer straight into the update, saving the passes
+// over the flat gradient buffer.
+type UnetUpdate struct {
+	// Params is the flat parameter buffer the step's parameters view;
+	// ExpAvg, ExpAvgSq and every EMA are laid out like it.
+	Params, ExpAvg, ExpAvgSq *Tensor
+	Step                     int64 // 1-based
+	Config                   AdamWConfig
+	EMAs                     []*Tensor
+	Rates                    []float64
+	// SumSq, if set (float64 [2]), accumulates Σg² and Σp² (before the update).
+	SumSq *Tensor
 }
 
 // Run computes one forward/backward over the batch.
@@ -158,14 +179,31 @@ func (u *UnetStep) Run(b UnetBatch) error {
 		return err
 	}
 	var hd, hi, ht, hn, hw, hm, hl C.cgt_tensor
+	var upd *C.cgt_unet_adamw
+	var pin runtime.Pinner // the EMA handles and rates are Go memory the C struct points to
+	defer pin.Unpin()
 	if err := Try(func() {
-		hd, hi = b.Data.handle("unet_step_run"), optHandle(b.Index, "unet_step_run")
-		ht, hn, hw = b.T.handle("unet_step_run"), b.Noise.handle("unet_step_run"), b.Weights.handle("unet_step_run")
-		hm, hl = b.MSE.handle("unet_step_run"), optHandle(b.LogAcc, "unet_step_run")
+		const op = "unet_step_run"
+		hd, hi = b.Data.handle(op), optHandle(b.Index, op)
+		ht, hn, hw = b.T.handle(op), b.Noise.handle(op), b.Weights.handle(op)
+		hm, hl = b.MSE.handle(op), optHandle(b.LogAcc, op)
+		if u := b.Update; u != nil {
+			if len(u.EMAs) != len(u.Rates) {
+				panic(misuse(op, "one rate per EMA buffer"))
+			}
+			upd = &C.cgt_unet_adamw{params: u.Params.handle(op), exp_avg: u.ExpAvg.handle(op), exp_avg_sq: u.ExpAvgSq.handle(op),
+				nema: C.int32_t(len(u.EMAs)), sumsq: optHandle(u.SumSq, op), step: C.int64_t(u.Step), opts: u.Config.c()}
+			if len(u.EMAs) > 0 {
+				he := handles(op, u.EMAs)
+				pin.Pin(&he[0])
+				pin.Pin(&u.Rates[0])
+				upd.emas, upd.rates = &he[0], (*C.double)(unsafe.Pointer(&u.Rates[0]))
+			}
+		}
 	}); err != nil {
 		return err
 	}
-	return check("unet_step_run", C.cgt_unet_step_run(p, hd, hi, ht, hn, hw, C.double(b.Coef), cbool(b.Accumulate), hm, hl))
+	return check("unet_step_run", C.cgt_unet_step_run(p, hd, hi, ht, hn, hw, C.double(b.Coef), cbool(b.Accumulate), hm, hl, upd))
 }
 
 // UnetStepInfo describes a step's backend and memory.
@@ -195,6 +233,17 @@ func (u *UnetStep) Info() (UnetStepInfo, error) {
 		WorkspaceBytes: int64(st.workspace_bytes), TableBytes: int64(st.table_bytes), GEMMsLastRun: int64(st.gemms_last_run)}, nil
 }
 
+// ReplayGEMMs issues the last Run's matrix products again, reps times, on
+// the same buffers — for measuring the step's matrix-product floor. It
+// overwrites the gradients with garbage. CPU backend, after a Run.
+func (u *UnetStep) ReplayGEMMs(reps int) error {
+	p, err := u.ptr("unet_step_replay_gemms")
+	if err != nil {
+		return err
+	}
+	return check("unet_step_replay_gemms", C.cgt_unet_step_replay_gemms(p, C.int64_t(reps)))
+}
+
 // RandomInt_ fills the int64 tensor t with integers drawn uniformly from
 // [low, high) — the values Scope.RandInt draws from the same generator
 // state — without allocating.
@@ -214,18 +263,29 @@ type OpCounts struct {
 	Kernels int64
 }
 
-// CountOps runs fn with a process-wide RecordFunction observer installed
-// and returns the ops it saw (on every thread). Not reentrant.
+// StartOpCounter installs a process-wide RecordFunction observer that
+// counts libtorch dispatcher ops on every thread until StopOpCounter. Not
+// reentrant; prefer CountOps where the region is one function call.
+func StartOpCounter() error { return check("op_counter_start", C.cgt_op_counter_start()) }
+
+// StopOpCounter removes the observer and returns what it counted.
+func StopOpCounter() (OpCounts, error) {
+	var ops, leaf, kern C.int64_t
+	err := check("op_counter_stop", C.cgt_op_counter_stop(&ops, &leaf, &kern))
+	return OpCounts{Ops: int64(ops), Leaf: int64(leaf), Kernels: int64(kern)}, err
+}
+
+// CountOps runs fn with the op counter installed (StartOpCounter) and
+// returns the ops it saw on every thread. Not reentrant.
 func CountOps(fn func()) (c OpCounts, err error) {
-	if err := check("op_counter_start", C.cgt_op_counter_start()); err != nil {
+	if err := StartOpCounter(); err != nil {
 		return OpCounts{}, err
 	}
 	defer func() { // also when fn panics
-		var ops, leaf, kern C.int64_t
-		if serr := check("op_counter_stop", C.cgt_op_counter_stop(&ops, &leaf, &kern)); serr != nil && err == nil {
+		var serr error
+		if c, serr = StopOpCounter(); serr != nil && err == nil {
 			err = serr
 		}
-		c = OpCounts{Ops: int64(ops), Leaf: int64(leaf), Kernels: int64(kern)}
 	}()
 	fn()
 	return c, nil

@@ -188,7 +188,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if r := c.fusedReason(); c.Step == StepFused && r != "" {
-		return fmt.Errorf("trainer: the fused training step does not cover %s; use the generic (autograd) step", r)
+		return fmt.Errorf("trainer: train_step fused does not cover %s; use train_step auto or generic (autograd)", r)
 	}
 	for _, r := range c.EMARates {
 		if r < 0 || r >= 1 {

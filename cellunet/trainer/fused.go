@@ -35,7 +35,7 @@ func ParseStepImpl(s string) (StepImpl, error) {
 	case StepFused, StepGeneric:
 		return StepImpl(s), nil
 	}
-	return "", fmt.Errorf("trainer: unknown training step %q (want auto, fused or generic)", s)
+	return "", fmt.Errorf("trainer: unknown train_step %q (want auto, fused or generic)", s)
 }
 
 // fusedReason says why the fused step does not cover cfg ("" if it does).
@@ -62,7 +62,11 @@ type fusedState struct {
 	mse     *ct.Tensor // float32 [B]: per-sample losses
 	stepLog *ct.Tensor // float64 [15]: this step's log-window sums (added once the step succeeded)
 	logAcc  *ct.Tensor // view of the log window's first 15 sums
+	loss    *ct.Tensor // float32 []: the batch loss for Hooks.AfterStep
+	invB    *ct.Tensor // float32 [] = 1/B
 	uniform bool       // draw t in place (UniformSampler)
+	cpu     bool       // the CPU backend (which can apply the update itself)
+	updated bool       // the last run applied this step's AdamW + EMA
 }
 
 func (f *fusedState) close() {
@@ -70,7 +74,7 @@ func (f *fusedState) close() {
 		return
 	}
 	f.step.Close()
-	for _, t := range []*ct.Tensor{f.t, f.w, f.noise, f.mse, f.stepLog, f.logAcc} {
+	for _, t := range []*ct.Tensor{f.t, f.w, f.noise, f.mse, f.stepLog, f.logAcc, f.loss, f.invB} {
 		t.Free()
 	}
 }
@@ -86,6 +90,9 @@ func (tr *trainer) newFused() error {
 	}
 	f := &fusedState{step: step}
 	tr.fused = f
+	if info, err := step.Info(); err == nil {
+		f.cpu = info.Backend == ct.FusedCPU
+	}
 	_, f.uniform = tr.sampler.(*diffusion.UniformSampler)
 	B, D := int64(tr.cfg.BatchSize), tr.cfg.Model.InputDim
 	return ct.Try(func() {
@@ -96,7 +103,17 @@ func (tr *trainer) newFused() error {
 		f.mse = ct.Zeros(o, B)
 		f.stepLog = ct.Zeros(ct.Options{DType: ct.Float64, Device: tr.dev}, 15)
 		f.logAcc = tr.win.acc.Narrow(0, 0, 15)
+		f.loss = ct.Zeros(o)
+		f.invB = ct.Full(1/float64(B), o)
 	})
+}
+
+// batchLoss is the step's mean weighted loss Σ w·mse / B (a 0-dim float32
+// handle in s on the fused state's buffer), from the step's log sums:
+// computed without allocating.
+func (f *fusedState) batchLoss(s *ct.Scope) *ct.Tensor {
+	sum := s.Adopt(s.Adopt(f.stepLog.Narrow(0, 0, 1)).View())
+	return f.loss.Copy_(sum).Mul_(f.invB).Alias(s)
 }
 
 // fusedDraw draws the step's batch rows, timesteps, weights and noise in the
@@ -115,22 +132,44 @@ func (tr *trainer) fusedDraw(s *ct.Scope) (index, t, w, noise *ct.Tensor) {
 	return index, t, w, noise
 }
 
+// fusedUpdate is the AdamW + EMA step for the fused step to apply as it
+// goes — when nothing needs the gradients between backward and update: the
+// CPU backend, one slice, no loss scaling, no AfterBackward hook (a
+// distributed all-reduce of the gradients would also rule it out) — else
+// nil. The result is bit-identical to a separate FusedAdamW pass.
+func (tr *trainer) fusedUpdate(mb int) *ct.UnetUpdate {
+	if !tr.fused.cpu || mb < tr.cfg.BatchSize || tr.cfg.lossScaling() || tr.cfg.Hooks.AfterBackward != nil {
+		return nil
+	}
+	return &ct.UnetUpdate{Params: tr.store.FlatParams(), ExpAvg: tr.m, ExpAvgSq: tr.v, Step: tr.adamStep + 1,
+		Config: tr.adamConfig(), EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq}
+}
+
 // tryFused runs the fused step over the batch in slices of mb rows,
-// accumulating the gradients in the flat buffer; x0 = data[index] (data
-// itself when index is nil). It returns the per-sample mse [B], owned by
-// the fused state (valid until the next step), and leaves the step's
-// log-window sums in fused.stepLog (runStep adds them once the step has
-// succeeded, so a retried attempt is not counted twice).
-func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int) (*ct.Tensor, error) {
+// accumulating the gradients in the flat buffer — or applying the update
+// itself (fusedUpdate) — with x0 = data[index] (data itself when index is
+// nil). It returns the per-sample mse [B], owned by the fused state (valid
+// until the next step), and leaves the step's log-window sums in
+// fused.stepLog (runStep adds them once the step has succeeded, so a
+// retried attempt is not counted twice).
+func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpdate bool) (*ct.Tensor, error) {
 	f := tr.fused
+	f.updated = false
 	if err := f.step.Reserve(int64(mb)); err != nil {
 		return nil, err
+	}
+	var upd *ct.UnetUpdate
+	if mayUpdate {
+		upd = tr.fusedUpdate(mb)
 	}
 	B := int64(tr.cfg.BatchSize)
 	micro := ct.NewScope()
 	defer micro.Close()
 	err := ct.Try(func() {
 		f.stepLog.Zero_()
+		if upd != nil {
+			tr.sumsq.Zero_()
+		}
 		for off := int64(0); off < B; off += int64(mb) {
 			n := min(int64(mb), B-off)
 			coef := 1 / float64(B) // the slice's share of the batch mean
@@ -141,7 +180,7 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int) (*ct.Te
 				coef *= math.Exp2(tr.lg)
 			}
 			b := ct.UnetBatch{Data: data, Index: index, T: t, Noise: noise, Weights: w, MSE: f.mse,
-				Coef: coef, Accumulate: off > 0, LogAcc: f.stepLog}
+				Coef: coef, Accumulate: off > 0, LogAcc: f.stepLog, Update: upd}
 			if n < B {
 				if index != nil {
 					b.Index = micro.Adopt(index.Narrow(0, off, n))
@@ -158,6 +197,10 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int) (*ct.Te
 	})
 	if err != nil {
 		return nil, err
+	}
+	if upd != nil {
+		tr.adamStep++
+		f.updated = true
 	}
 	return f.mse, nil
 }

@@ -285,7 +285,7 @@ func (tr *trainer) runStep() (err error) {
 		if tr.fused != nil {
 			var index, noise *ct.Tensor
 			index, t, w, noise = tr.fusedDraw(s)
-			if mse, ferr = tr.forwardBackwardRows(s, tr.data.data, index, t, w, noise); ferr == nil {
+			if mse, ferr = tr.forwardBackwardRows(s, tr.data.data, index, t, w, noise, true); ferr == nil {
 				// Handles in s (the tensors are the fused state's buffers).
 				mse, t, w = mse.Alias(s), t.Alias(s), w.Alias(s)
 			}
@@ -321,15 +321,16 @@ func (tr *trainer) runStep() (err error) {
 			scale = math.Exp2(-tr.lg)
 		}
 		if !skipped {
-			tr.adamStep++
-			tr.sumsq.Zero_()
-			cfg := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
-			fs := ct.FusedStep{Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq}
-			if tr.fused != nil { // one flat gradient buffer
-				fs.Grads, fs.GradNumel = nil, nil
-			}
-			if err := ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, cfg, fs); err != nil {
-				panic(err)
+			if tr.fused == nil || !tr.fused.updated { // else the fused step has applied it
+				tr.adamStep++
+				tr.sumsq.Zero_()
+				fs := ct.FusedStep{Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq}
+				if tr.fused != nil { // one flat gradient buffer
+					fs.Grads, fs.GradNumel = nil, nil
+				}
+				if err := ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, tr.adamConfig(), fs); err != nil {
+					panic(err)
+				}
 			}
 			tr.win.addNorms(s, tr.sumsq)
 			if tr.cfg.lossScaling() {
@@ -354,7 +355,12 @@ func (tr *trainer) runStep() (err error) {
 			tr.lr = tr.cfg.LR * (1 - float64(label)/float64(n))
 		}
 		if h := tr.cfg.Hooks.AfterStep; h != nil {
-			loss := mse.Mul(w).Sum().DivScalar(float64(B))
+			var loss *ct.Tensor
+			if tr.fused != nil {
+				loss = tr.fused.batchLoss(s)
+			} else {
+				loss = mse.Mul(w).Sum().DivScalar(float64(B))
+			}
 			h(label, StepInfo{Loss: loss, LR: lrUsed, Skipped: skipped, LgScale: tr.lg, Microbatch: tr.mb})
 		}
 		if label%tr.cfg.LogInterval == 0 {
@@ -363,22 +369,28 @@ func (tr *trainer) runStep() (err error) {
 	})
 }
 
+// adamConfig is the AdamW of the next update (the reference's betas and eps).
+func (tr *trainer) adamConfig() ct.AdamWConfig {
+	return ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
+}
+
 // forwardBackward accumulates the batch's gradient over microbatch slices
 // and returns the detached per-sample mse [B] (owned by s). On an
 // out-of-memory error with OOMRetry it frees the attempt, zeroes the
 // gradients and reruns the whole batch with half the microbatch.
 func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (*ct.Tensor, error) {
-	return tr.forwardBackwardRows(s, batch, nil, t, w, noise)
+	return tr.forwardBackwardRows(s, batch, nil, t, w, noise, false)
 }
 
 // forwardBackwardRows is forwardBackward on x0 = data[index] (data itself
-// when index is nil; the autograd path takes a batch).
-func (tr *trainer) forwardBackwardRows(s *ct.Scope, data, index, t, w, noise *ct.Tensor) (*ct.Tensor, error) {
+// when index is nil; the autograd path takes a batch). With mayUpdate the
+// fused step may apply the optimizer step itself (tryFused).
+func (tr *trainer) forwardBackwardRows(s *ct.Scope, data, index, t, w, noise *ct.Tensor, mayUpdate bool) (*ct.Tensor, error) {
 	for {
 		var mse *ct.Tensor
 		var err error
 		if tr.fused != nil {
-			mse, err = tr.tryFused(data, index, t, w, noise, tr.mb)
+			mse, err = tr.tryFused(data, index, t, w, noise, tr.mb, mayUpdate)
 		} else {
 			mse, err = tr.tryForwardBackward(s, data, t, w, noise, tr.mb)
 		}

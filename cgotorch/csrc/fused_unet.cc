@@ -40,6 +40,7 @@
 #include <memory>
 #include <sstream>
 
+#include "adamw_kernel.h"
 #include "common.h"
 
 using cgt::T;
@@ -65,10 +66,26 @@ sgemm_fn find_sgemm() {
 struct Gemm {
   sgemm_fn f = nullptr;
   int64_t calls = 0;  // matrix products issued (per-run statistics)
+  // The last run's products, for measuring the step's matrix-product floor
+  // (cgt_unet_step_replay_gemms); capacity is kept across runs.
+  struct Call {
+    bool ta, tb;
+    int64_t M, N, K;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    float beta;
+    float *C;
+    int64_t ldc;
+  };
+  std::vector<Call> trace;
+  bool recording = true;
 
   void operator()(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     calls++;
+    if (recording) trace.push_back(Call{ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc});
     if (M == 0 || N == 0) return;
     if (f != nullptr && std::max({M, N, K, lda, ldb, ldc}) < (int64_t{1} << 31)) {
       // Column-major view: Cᵀ[N,M] = B'ᵀ·A'ᵀ.
@@ -103,10 +120,15 @@ struct Gemm {
 constexpr int kLanes = 16;
 constexpr float kLnEps = 1e-5f;
 
-// exp(x) for x in [-87, 88] (clamped), Cephes' single-precision polynomial:
-// within 2 ulp of the correctly rounded value, branch-free so it vectorises.
+// exp(x) by Cephes' single-precision polynomial, within 2 ulp of the
+// correctly rounded value on [-87, 88]; x is clamped to [-88, 88] first
+// (exp(-88) comes out as 0, exp(88) as 1.65e38; NaN stays NaN). Branch-free
+// so that it vectorises: the clamp selects on the bit pattern, because GCC
+// does not if-convert a float compare that could trap (-ftrapping-math).
 inline float exp_clamped(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const int32_t bits = __builtin_bit_cast(int32_t, x), mag = bits & 0x7FFFFFFF;
+  const int32_t lim = 0x42B00000;  // 88.0f
+  x = __builtin_bit_cast(float, mag > lim && mag <= 0x7F800000 ? (bits & ~0x7FFFFFFF) | lim : bits);
   const float shift = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + shift;
   const float n = t - shift;
@@ -249,8 +271,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ln_silu_backwa
 }
 
 // Column sums over rows of a [rows, ld] block, columns [c0, c1): out[c] (+)= Σ_r X[r,c];
-// with Y, out2[c] (+)= Σ_r X[r,c]·Y[r,c]. Summed in row order per column.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void column_sums(
+// with Y, out2[c] (+)= Σ_r X[r,c]·Y[r,c]. Summed in row order per column,
+// without FMA contraction, so that a column's sum does not depend on how
+// the columns are split between threads.
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off"))) void column_sums(
     int64_t rows, int64_t ld, int64_t c0, int64_t c1, const float *__restrict X,
     const float *__restrict Y, float *__restrict out, float *__restrict out2, bool accumulate) {
   constexpr int64_t kB = 64;
@@ -347,7 +371,20 @@ struct cgt_unet_step_s {
   std::vector<float *> xh, y, rstd, gy;  // per block: x̂, output, 1/σ; per encoder block: ∂output
   float *xh_o = nullptr, *rstd_o = nullptr, *act_o = nullptr, *eps = nullptr, *deps = nullptr,
         *da = nullptr, *dn = nullptr, *dh = nullptr, *dsemb = nullptr, *ds0 = nullptr;
-  int64_t max_w = 0;
+  float *scratch = nullptr;  // one parameter's gradient when updating (below)
+  int64_t max_w = 0, max_numel = 0;
+
+  // Updating runs apply AdamW + EMA to each parameter as soon as its
+  // gradient is ready, the gradient passing through the scratch buffer
+  // (which stays in cache) instead of the flat gradient buffer.
+  bool updating = false;
+  cgt::AdamWChunk adamw{};
+  const float *flat_base = nullptr;  // the flat parameter buffer
+  std::vector<float *> ema_ptrs;
+  std::vector<float> ema_rates, ema_omr;
+  bool norms = false;                  // accumulate Σg², Σp²
+  std::vector<double> part_g, part_p;  // per-chunk norm partial sums
+  double sum_g = 0, sum_p = 0;
 
   // ATen backend: activations kept between forward and backward (reused).
   struct AtenSaved {
@@ -448,6 +485,7 @@ void layout(Step &s) {
   chk_lin(s.out2);
   s.max_w = std::max(s.E, s.F);
   for (int64_t h : s.H) s.max_w = std::max(s.max_w, h);
+  for (const at::Tensor &p : s.params) s.max_numel = std::max(s.max_numel, p.numel());
 }
 
 void reserve_cpu(Step &s, int64_t R) {
@@ -491,6 +529,7 @@ void reserve_cpu(Step &s, int64_t R) {
     s.deps = take(R * D);
     s.dn = take(R * W);
     s.dh = take(R * W);
+    s.scratch = take(std::max(s.max_numel, 3 * W));
     return used;
   };
   const int64_t total = carve(nullptr);
@@ -526,8 +565,37 @@ void block_forward(Step &s, size_t k, int64_t n, const float *x) {
   });
 }
 
+// Where parameter i's gradient is written: its gradient tensor, or, when
+// updating, a slot of the scratch buffer (then handed to grad_ready).
+float *grad_dst(Step &s, int32_t i, int64_t slot = 0) {
+  return s.updating ? s.scratch + slot : s.G(i);
+}
+
+// Parameter i's gradient g is complete: when updating, apply AdamW + EMA to
+// the parameter now (in fixed chunks; norms summed in a fixed order).
+void grad_ready(Step &s, int32_t i, float *g) {
+  if (!s.updating) return;
+  const int64_t off = s.P(i) - s.flat_base, n = s.params[static_cast<size_t>(i)].numel();
+  const int64_t nc = (n + cgt::kAdamWChunk - 1) / cgt::kAdamWChunk;
+  const bool norms = s.norms;
+  at::parallel_for(0, nc, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; c++) {
+      const int64_t b = c * cgt::kAdamWChunk, e = std::min(n, b + cgt::kAdamWChunk);
+      cgt::adamw_chunk(s.adamw, g + b, off + b, off + e, norms ? &s.part_g[c] : nullptr,
+                       norms ? &s.part_p[c] : nullptr);
+    }
+  });
+  if (norms)
+    for (int64_t c = 0; c < nc; c++) {
+      s.sum_g += s.part_g[static_cast<size_t>(c)];
+      s.sum_p += s.part_p[static_cast<size_t>(c)];
+    }
+}
+
 // Backward of block k from its output gradient: parameter gradients, the
-// embedding's gradient (into dsemb) and the input's gradient.
+// embedding's gradient (into dsemb) and the input's gradient. Each weight's
+// input gradient is taken before its own gradient is finished, so that an
+// updating run may change the weight right after.
 void block_backward(Step &s, size_t k, int64_t n, const float *x, bool acc, bool &dsemb_set) {
   const Block &b = s.blocks[k];
   const int64_t w = b.out;
@@ -537,27 +605,39 @@ void block_backward(Step &s, size_t k, int64_t n, const float *x, bool acc, bool
   rows_parallel(n, w, [&](int64_t r) {
     ln_silu_backward_row(w, gy + r * w, xh + r * w, rs[r], g, be, dn + r * w, dh + r * w);
   });
-  float *dg = s.G(b.gamma), *dbe = s.G(b.beta), *db1 = s.G(b.fc.b), *db2 = s.G(b.emb.b);
+  float *dbe = grad_dst(s, b.beta), *dg = grad_dst(s, b.gamma, w), *db = grad_dst(s, b.fc.b, 2 * w);
   cols_parallel(w, n, [&](int64_t c0, int64_t c1) {
     column_sums(n, w, c0, c1, dn, xh, dbe, dg, acc);
-    column_sums(n, w, c0, c1, dh, nullptr, db1, nullptr, acc);
+    column_sums(n, w, c0, c1, dh, nullptr, db, nullptr, acc);
   });
   // Both biases enter the same sum: the same gradient.
-  std::memcpy(db2, db1, static_cast<size_t>(w) * sizeof(float));
+  if (s.updating) {
+    grad_ready(s, b.beta, dbe);
+    grad_ready(s, b.gamma, dg);
+    grad_ready(s, b.fc.b, db);
+    grad_ready(s, b.emb.b, db);
+  } else {
+    std::memcpy(s.G(b.emb.b), db, static_cast<size_t>(w) * sizeof(float));
+  }
   const float beta = acc ? 1.0f : 0.0f;
-  s.gemm(true, false, w, b.in, n, dh, w, x, b.in, beta, s.G(b.fc.w), b.in);
-  s.gemm(true, false, w, s.E, n, dh, w, s.semb, s.E, beta, s.G(b.emb.w), s.E);
   s.gemm(false, false, n, s.E, w, dh, w, s.P(b.emb.w), s.E, dsemb_set ? 1.0f : 0.0f, s.dsemb, s.E);
   dsemb_set = true;
+  float *gwe = grad_dst(s, b.emb.w);
+  s.gemm(true, false, w, s.E, n, dh, w, s.semb, s.E, beta, gwe, s.E);
+  grad_ready(s, b.emb.w, gwe);
   if (b.grad_in >= 0)
     s.gemm(false, false, n, b.in, w, dh, w, s.P(b.fc.w), b.in, b.grad_in_accumulates ? 1.0f : 0.0f,
            s.gy[static_cast<size_t>(b.grad_in)], b.in);
+  float *gwf = grad_dst(s, b.fc.w);
+  s.gemm(true, false, w, b.in, n, dh, w, x, b.in, beta, gwf, b.in);
+  grad_ready(s, b.fc.w, gwf);
 }
 
 void run_cpu(Step &s, const Batch &in) {
   const int64_t n = in.n, D = s.D, E = s.E, F = s.F;
   const bool acc = in.accumulate;
   s.gemm.calls = 0;
+  s.gemm.trace.clear();
   // Inputs: x_t and the embedding rows, gathered by t.
   {
     const float *data = in.data.data_ptr<float>();
@@ -634,29 +714,40 @@ void run_cpu(Step &s, const Batch &in) {
       }
     }
   }
-  // ---- backward
+  // ---- backward (each weight's input gradient before its own gradient)
   const float beta = acc ? 1.0f : 0.0f;
+  auto bias_grad = [&](int64_t w, const float *d, int32_t i) {
+    float *db = grad_dst(s, i);
+    cols_parallel(w, n, [&](int64_t c0, int64_t c1) { column_sums(n, w, c0, c1, d, nullptr, db, nullptr, acc); });
+    grad_ready(s, i, db);
+  };
   // out2
-  s.gemm(true, false, D, F, n, s.deps, D, s.act_o, F, beta, s.G(s.out2.w), F);
-  cols_parallel(D, n, [&](int64_t c0, int64_t c1) {
-    column_sums(n, D, c0, c1, s.deps, nullptr, s.G(s.out2.b), nullptr, acc);
-  });
   s.gemm(false, false, n, F, D, s.deps, D, s.P(s.out2.w), F, 0.0f, s.da, F);
+  {
+    float *gw = grad_dst(s, s.out2.w);
+    s.gemm(true, false, D, F, n, s.deps, D, s.act_o, F, beta, gw, F);
+    grad_ready(s, s.out2.w, gw);
+  }
+  bias_grad(D, s.deps, s.out2.b);
   // norm_out + SiLU
   {
     const float *g = s.P(s.norm_out_g), *be = s.P(s.norm_out_b);
     rows_parallel(n, F, [&](int64_t r) {
       ln_silu_backward_row(F, s.da + r * F, s.xh_o + r * F, s.rstd_o[r], g, be, s.dn + r * F, s.dh + r * F);
     });
-    float *dg = s.G(s.norm_out_g), *dbe = s.G(s.norm_out_b), *db = s.G(s.out1.b);
-    cols_parallel(F, n, [&](int64_t c0, int64_t c1) {
-      column_sums(n, F, c0, c1, s.dn, s.xh_o, dbe, dg, acc);
-      column_sums(n, F, c0, c1, s.dh, nullptr, db, nullptr, acc);
-    });
+    float *dbe = grad_dst(s, s.norm_out_b), *dg = grad_dst(s, s.norm_out_g, F);
+    cols_parallel(F, n, [&](int64_t c0, int64_t c1) { column_sums(n, F, c0, c1, s.dn, s.xh_o, dbe, dg, acc); });
+    grad_ready(s, s.norm_out_b, dbe);
+    grad_ready(s, s.norm_out_g, dg);
   }
+  bias_grad(F, s.dh, s.out1.b);
   // out1: its input is the last decoder output, whose gradient buffer is gy[0].
-  s.gemm(true, false, F, H0, n, s.dh, F, u, H0, beta, s.G(s.out1.w), H0);
   s.gemm(false, false, n, H0, F, s.dh, F, s.P(s.out1.w), H0, 0.0f, s.gy[0], H0);
+  {
+    float *gw = grad_dst(s, s.out1.w);
+    s.gemm(true, false, F, H0, n, s.dh, F, u, H0, beta, gw, H0);
+    grad_ready(s, s.out1.w, gw);
+  }
   // Blocks in reverse.
   bool dsemb_set = false;
   for (size_t k = s.blocks.size(); k-- > 0;) {
@@ -665,16 +756,20 @@ void run_cpu(Step &s, const Batch &in) {
   }
   // Time embedding.
   rows_parallel(n, E, [&](int64_t r) { silu_backward(E, s.dsemb + r * E, s.emb + r * E, s.dsemb + r * E); });
-  cols_parallel(E, n, [&](int64_t c0, int64_t c1) {
-    column_sums(n, E, c0, c1, s.dsemb, nullptr, s.G(s.te2.b), nullptr, acc);
-  });
-  s.gemm(true, false, E, E, n, s.dsemb, E, s.s0, E, beta, s.G(s.te2.w), E);
+  bias_grad(E, s.dsemb, s.te2.b);
   s.gemm(false, false, n, E, E, s.dsemb, E, s.P(s.te2.w), E, 0.0f, s.ds0, E);
+  {
+    float *gw = grad_dst(s, s.te2.w);
+    s.gemm(true, false, E, E, n, s.dsemb, E, s.s0, E, beta, gw, E);
+    grad_ready(s, s.te2.w, gw);
+  }
   rows_parallel(n, E, [&](int64_t r) { silu_backward(E, s.ds0 + r * E, s.a0 + r * E, s.ds0 + r * E); });
-  cols_parallel(E, n, [&](int64_t c0, int64_t c1) {
-    column_sums(n, E, c0, c1, s.ds0, nullptr, s.G(s.te0.b), nullptr, acc);
-  });
-  s.gemm(true, false, E, E, n, s.ds0, E, s.sin, E, beta, s.G(s.te0.w), E);
+  bias_grad(E, s.ds0, s.te0.b);
+  {
+    float *gw = grad_dst(s, s.te0.w);
+    s.gemm(true, false, E, E, n, s.ds0, E, s.sin, E, beta, gw, E);
+    grad_ready(s, s.te0.w, gw);
+  }
 }
 
 // ----------------------------------------------------------- ATen backend
@@ -839,6 +934,56 @@ void on_exit(const at::RecordFunction &fn, at::ObserverContext *) {
   }
 }
 
+// Checks an updating run's buffers and sets up the AdamW constants.
+void prepare_update(Step &s, const cgt_unet_adamw &u, bool accumulate) {
+  if (!s.cpu) throw cgt::invalid("unet_step: updating runs need the CPU backend");
+  if (accumulate) throw cgt::invalid("unet_step: an updating run cannot accumulate gradients");
+  if (u.step < 1) throw cgt::invalid("unet_step: the AdamW step is 1-based");
+  if (u.nema < 0 || (u.nema > 0 && (u.emas == nullptr || u.rates == nullptr)))
+    throw cgt::invalid("unet_step: bad EMA list");
+  const at::Tensor &p = T(u.params, "params");
+  auto flat = [&](const at::Tensor &t, const char *what) {
+    if (!t.is_cpu() || t.scalar_type() != at::kFloat || !t.is_contiguous() || t.numel() != p.numel())
+      throw cgt::invalid(std::string("unet_step: ") + what +
+                         " must be contiguous float32 CPU tensors of the parameters' numel");
+  };
+  flat(p, "params");
+  flat(T(u.exp_avg, "exp_avg"), "exp_avg");
+  flat(T(u.exp_avg_sq, "exp_avg_sq"), "exp_avg_sq");
+  const float *base = p.data_ptr<float>();
+  for (size_t i = 0; i < s.params.size(); i++) {
+    const float *q = s.params[i].data_ptr<float>();
+    if (q < base || q + s.params[i].numel() > base + p.numel())
+      throw cgt::invalid("unet_step: parameter " + std::to_string(i) + " is not a view of the flat parameters");
+  }
+  s.ema_ptrs.clear();
+  s.ema_rates.clear();
+  s.ema_omr.clear();
+  for (int32_t k = 0; k < u.nema; k++) {
+    const at::Tensor &e = T(u.emas[k], "ema");
+    flat(e, "EMA buffers");
+    s.ema_ptrs.push_back(e.data_ptr<float>());
+    s.ema_rates.push_back(static_cast<float>(u.rates[k]));
+    s.ema_omr.push_back(static_cast<float>(1 - u.rates[k]));
+  }
+  s.norms = u.sumsq != nullptr;
+  if (s.norms) {
+    const at::Tensor &q = T(u.sumsq, "sumsq");
+    if (!q.is_cpu() || q.scalar_type() != at::kDouble || q.numel() != 2 || !q.is_contiguous())
+      throw cgt::invalid("unet_step: sumsq must be a contiguous float64 [2] CPU tensor");
+    const size_t nc = static_cast<size_t>((s.max_numel + cgt::kAdamWChunk - 1) / cgt::kAdamWChunk);
+    s.part_g.resize(nc);
+    s.part_p.resize(nc);
+  }
+  s.adamw = cgt::adamw_chunk_args(p.data_ptr<float>(), T(u.exp_avg).data_ptr<float>(),
+                                  T(u.exp_avg_sq).data_ptr<float>(), u.step, u.opts, 1.0, false,
+                                  s.ema_ptrs.data(), s.ema_rates.data(), s.ema_omr.data(),
+                                  s.ema_ptrs.size());
+  s.flat_base = base;
+  s.sum_g = s.sum_p = 0;
+  s.updating = true;
+}
+
 }  // namespace
 
 extern "C" {
@@ -914,7 +1059,8 @@ cgt_status cgt_unet_step_reserve(cgt_unet_step s, int64_t rows) noexcept {
 
 cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index, cgt_tensor t,
                              cgt_tensor noise, cgt_tensor weights, double coef,
-                             int32_t accumulate, cgt_tensor mse, cgt_tensor log_acc) noexcept {
+                             int32_t accumulate, cgt_tensor mse, cgt_tensor log_acc,
+                             const cgt_unet_adamw *update) noexcept {
   CGT_TRY
   if (s == nullptr) throw cgt::invalid("nil unet_step handle");
   c10::NoGradGuard ng;
@@ -947,6 +1093,11 @@ cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
   if (b.log.defined() && (b.log.device() != dev || b.log.scalar_type() != at::kDouble ||
                           b.log.numel() != 15 || !b.log.is_contiguous()))
     throw cgt::invalid("unet_step: log_acc must be contiguous float64 [15]");
+  if (update != nullptr) prepare_update(*s, *update, b.accumulate);
+  struct Reset {
+    Step &s;
+    ~Reset() { s.updating = false; }
+  } reset{*s};
   if (s->cpu) {
     if (s->rows < b.n)
       throw cgt::invalid("unet_step: " + std::to_string(b.n) + " rows but the workspace holds " +
@@ -954,6 +1105,11 @@ cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
     run_cpu(*s, b);
   } else {
     run_aten(*s, b);
+  }
+  if (update != nullptr && update->sumsq != nullptr) {
+    double *S = T(update->sumsq).data_ptr<double>();
+    S[0] += s->sum_g;
+    S[1] += s->sum_p;
   }
   CGT_CATCH
 }
@@ -967,6 +1123,21 @@ cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_unet_step_stats *out) noexcep
   out->table_bytes = static_cast<int64_t>(s->table.nbytes() + s->sqrt_ab.nbytes() + s->sqrt_1m_ab.nbytes());
   out->blas = s->cpu && s->gemm.f != nullptr;
   out->gemms_last_run = s->gemm.calls;
+  CGT_CATCH
+}
+
+cgt_status cgt_unet_step_replay_gemms(cgt_unet_step s, int64_t reps) noexcept {
+  CGT_TRY
+  if (s == nullptr) throw cgt::invalid("nil unet_step handle");
+  if (!s->cpu || s->gemm.trace.empty())
+    throw cgt::invalid("unet_step: replay needs a run of the CPU backend first");
+  if (s->rows == 0) throw cgt::invalid("unet_step: no workspace");
+  s->gemm.recording = false;
+  const std::vector<Gemm::Call> calls = s->gemm.trace;
+  for (int64_t r = 0; r < reps; r++)
+    for (const Gemm::Call &c : calls)
+      s->gemm(c.ta, c.tb, c.M, c.N, c.K, c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
+  s->gemm.recording = true;
   CGT_CATCH
 }
 

@@ -45,6 +45,7 @@ func newTrainCommand() *cli.Command {
 			&cli.StringFlag{Name: "noise_schedule", Value: "linear", Usage: "linear or cosine", EnvVars: env("noise_schedule"), Category: catModel},
 			&cli.BoolFlag{Name: "use_fp16", Usage: "fp16 autocast with float32 master weights and dynamic loss scaling (CUDA)", EnvVars: env("use_fp16"), Category: catMemory},
 			&cli.StringFlag{Name: "precision", Value: "fp32", Usage: "fp32, fp16 or bf16 (CUDA autocast); --use_fp16 means fp16", EnvVars: env("precision"), Category: catMemory},
+			&cli.StringFlag{Name: "train_step", Value: "auto", Usage: "forward/backward implementation: auto (the fused Cell_Unet step where it applies: fp32, no dropout), fused, or generic (autograd)", EnvVars: env("train_step"), Category: catTrain},
 			&cli.BoolFlag{Name: "oom_retry", Value: true, Usage: "on out-of-memory, rerun the step with half the microbatch (batch unchanged) and continue", EnvVars: env("oom_retry"), Category: catMemory},
 		}, memoryFlags(), runtimeFlags()),
 		Action: runTrain,
@@ -77,6 +78,9 @@ func runTrain(c *cli.Context) error {
 		cfg.Precision = trainer.FP16
 	}
 	cfg.OOMRetry = c.Bool("oom_retry")
+	if cfg.Step, err = trainer.ParseStepImpl(c.String("train_step")); err != nil {
+		return usageError{err}
+	}
 	// On a terminal a progress bar runs between the log lines.
 	prog := newProgress(out, "train", cfg.LRAnnealSteps)
 	defer prog.done()
