@@ -492,6 +492,24 @@ CGT_EXPORT cgt_status cgt_autocast_clear_cache(void) CGT_NOEXCEPT;
 /* ------------------------------------------------- fused training steps */
 /* Hand-written forward/backward of fixed networks over preallocated buffers. */
 
+/* Backends of the fused steps: see cgt_unet_step_new. */
+enum { CGT_FUSED_AUTO = 0, CGT_FUSED_CPU = 1, CGT_FUSED_ATEN = 2 };
+/*
+ * An AdamW (+ EMA) step for a fused step's run to apply as it goes: params,
+ * exp_avg, exp_avg_sq and each EMA are flat float32 CPU buffers (the step's
+ * parameter tensors must be views of params); step is 1-based; sumsq
+ * (optional, float64 [2]) gets sum g^2 and sum p^2 added, as cgt_fused_adamw_.
+ */
+typedef struct {
+  cgt_tensor params, exp_avg, exp_avg_sq;
+  const cgt_tensor *emas;
+  const double *rates;
+  int32_t nema;
+  cgt_tensor sumsq;
+  int64_t step;
+  cgt_adamw_options opts;
+} cgt_fused_update;
+
 /*
  * The Cell_Unet training step (cgotorch/csrc/fused_unet.cc): q_sample, the
  * network's forward, the per-sample ε-MSE and the whole backward, with every
@@ -506,7 +524,6 @@ CGT_EXPORT cgt_status cgt_autocast_clear_cache(void) CGT_NOEXCEPT;
  * synchronisation and data-dependent shapes; AUTO = CPU for CPU tensors,
  * ATEN otherwise.
  */
-enum { CGT_FUSED_AUTO = 0, CGT_FUSED_CPU = 1, CGT_FUSED_ATEN = 2 };
 typedef struct cgt_unet_step_s *cgt_unet_step;
 /*
  * params and grads: nparams float32 contiguous tensors in the Cell_Unet
@@ -526,21 +543,6 @@ CGT_EXPORT void cgt_unet_step_free(cgt_unet_step s) CGT_NOEXCEPT;
  * first; out of memory leaves none). A no-op when already that size. */
 CGT_EXPORT cgt_status cgt_unet_step_reserve(cgt_unet_step s, int64_t rows) CGT_NOEXCEPT;
 /*
- * An AdamW (+ EMA) step for cgt_unet_step_run to apply as it goes: params,
- * exp_avg, exp_avg_sq and each EMA are flat float32 CPU buffers (the step's
- * parameter tensors must be views of params); step is 1-based; sumsq
- * (optional, float64 [2]) gets sum g^2 and sum p^2 added, as cgt_fused_adamw_.
- */
-typedef struct {
-  cgt_tensor params, exp_avg, exp_avg_sq;
-  const cgt_tensor *emas;
-  const double *rates;
-  int32_t nema;
-  cgt_tensor sumsq;
-  int64_t step;
-  cgt_adamw_options opts;
-} cgt_unet_adamw;
-/*
  * One forward/backward over n samples: x0 = data[index] (index int64 [n]; NULL:
  * data is x0 [n,D]), t int64 [n] schedule steps, noise float32 [n,D], weights
  * float32 [n]. Writes mse[r] = mean_d(eps_hat - noise)^2 and the gradients of
@@ -557,7 +559,7 @@ CGT_EXPORT cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_te
                                         cgt_tensor t, cgt_tensor noise, cgt_tensor weights,
                                         double coef, int32_t accumulate, cgt_tensor mse,
                                         cgt_tensor log_acc,
-                                        const cgt_unet_adamw *update) CGT_NOEXCEPT;
+                                        const cgt_fused_update *update) CGT_NOEXCEPT;
 typedef struct {
   int32_t backend;         /* CGT_FUSED_CPU or CGT_FUSED_ATEN */
   int32_t blas;            /* 1: matrix products call sgemm_ directly */

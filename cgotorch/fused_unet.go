@@ -179,7 +179,7 @@ func (u *UnetStep) Run(b UnetBatch) error {
 		return err
 	}
 	var hd, hi, ht, hn, hw, hm, hl C.cgt_tensor
-	var upd *C.cgt_unet_adamw
+	var upd *C.cgt_fused_update
 	var pin runtime.Pinner // the EMA handles and rates are Go memory the C struct points to
 	defer pin.Unpin()
 	if err := Try(func() {
@@ -191,7 +191,7 @@ func (u *UnetStep) Run(b UnetBatch) error {
 			if len(u.EMAs) != len(u.Rates) {
 				panic(misuse(op, "one rate per EMA buffer"))
 			}
-			upd = &C.cgt_unet_adamw{params: u.Params.handle(op), exp_avg: u.ExpAvg.handle(op), exp_avg_sq: u.ExpAvgSq.handle(op),
+			upd = &C.cgt_fused_update{params: u.Params.handle(op), exp_avg: u.ExpAvg.handle(op), exp_avg_sq: u.ExpAvgSq.handle(op),
 				nema: C.int32_t(len(u.EMAs)), sumsq: optHandle(u.SumSq, op), step: C.int64_t(u.Step), opts: u.Config.c()}
 			if len(u.EMAs) > 0 {
 				he := handles(op, u.EMAs)

@@ -32,7 +32,6 @@
 // Row-major everywhere: activations [rows, width], Linear weights [out, in].
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <array>
@@ -40,76 +39,16 @@
 #include <memory>
 #include <sstream>
 
-#include "adamw_kernel.h"
 #include "common.h"
+#include "fused_common.h"
 
 using cgt::T;
+using cgt::fused::cols_parallel;
+using cgt::fused::column_sums;
+using cgt::fused::column_sums_parallel;
+using cgt::fused::rows_parallel;
 
 namespace {
-
-// ------------------------------------------------------------------ BLAS
-
-// The Fortran sgemm_ of the BLAS libtorch is linked with (Debian: OpenBLAS
-// through libblas.so.3; LP64). Used only when OpenBLAS is that BLAS, so
-// the integer width is known.
-using sgemm_fn = void (*)(const char *, const char *, const int *, const int *, const int *,
-                          const float *, const float *, const int *, const float *, const int *,
-                          const float *, float *, const int *);
-
-sgemm_fn find_sgemm() {
-  if (dlsym(RTLD_DEFAULT, "openblas_get_corename") == nullptr) return nullptr;
-  return reinterpret_cast<sgemm_fn>(dlsym(RTLD_DEFAULT, "sgemm_"));
-}
-
-// Row-major C[M,N] = A'·B' + beta·C with A' = A or Aᵀ (transa), B' likewise;
-// lda/ldb/ldc are row strides. beta 0 never reads C.
-struct Gemm {
-  sgemm_fn f = nullptr;
-  int64_t calls = 0;  // matrix products issued (per-run statistics)
-  // The last run's products, for measuring the step's matrix-product floor
-  // (cgt_unet_step_replay_gemms); capacity is kept across runs.
-  struct Call {
-    bool ta, tb;
-    int64_t M, N, K;
-    const float *A;
-    int64_t lda;
-    const float *B;
-    int64_t ldb;
-    float beta;
-    float *C;
-    int64_t ldc;
-  };
-  std::vector<Call> trace;
-  bool recording = true;
-
-  void operator()(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    calls++;
-    if (recording) trace.push_back(Call{ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc});
-    if (M == 0 || N == 0) return;
-    if (f != nullptr && std::max({M, N, K, lda, ldb, ldc}) < (int64_t{1} << 31)) {
-      // Column-major view: Cᵀ[N,M] = B'ᵀ·A'ᵀ.
-      const char tra = tb ? 'T' : 'N', trb = ta ? 'T' : 'N';
-      const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-      const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-      const float one = 1.0f;
-      f(&tra, &trb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
-      return;
-    }
-    // Fallback: libtorch's matrix product on views of the buffers.
-    auto opt = at::TensorOptions().dtype(at::kFloat);
-    at::Tensor a = ta ? at::from_blob(const_cast<float *>(A), {K, M}, {lda, 1}, opt).t()
-                      : at::from_blob(const_cast<float *>(A), {M, K}, {lda, 1}, opt);
-    at::Tensor b = tb ? at::from_blob(const_cast<float *>(B), {N, K}, {ldb, 1}, opt).t()
-                      : at::from_blob(const_cast<float *>(B), {K, N}, {ldb, 1}, opt);
-    at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opt);
-    if (beta == 0.0f) {
-      at::mm_out(c, a, b);
-    } else {
-      c.addmm_(a, b, beta, 1.0f);
-    }
-  }
-};
 
 // ------------------------------------------------- elementwise kernels (CPU)
 //
@@ -270,31 +209,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ln_silu_backwa
   for (i = 0; i < w; i++) dh[i] = rstd * (dn[i] * gamma[i] - m1 - xh[i] * m2);
 }
 
-// Column sums over rows of a [rows, ld] block, columns [c0, c1): out[c] (+)= Σ_r X[r,c];
-// with Y, out2[c] (+)= Σ_r X[r,c]·Y[r,c]. Summed in row order per column,
-// without FMA contraction, so that a column's sum does not depend on how
-// the columns are split between threads.
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off"))) void column_sums(
-    int64_t rows, int64_t ld, int64_t c0, int64_t c1, const float *__restrict X,
-    const float *__restrict Y, float *__restrict out, float *__restrict out2, bool accumulate) {
-  constexpr int64_t kB = 64;
-  for (int64_t cb = c0; cb < c1; cb += kB) {
-    const int64_t ce = std::min(c1, cb + kB), nb = ce - cb;
-    float s[kB] = {0}, s2[kB] = {0};
-    for (int64_t r = 0; r < rows; r++) {
-      const float *x = X + r * ld + cb;
-      for (int64_t j = 0; j < nb; j++) s[j] += x[j];
-      if (Y != nullptr) {
-        const float *y = Y + r * ld + cb;
-        for (int64_t j = 0; j < nb; j++) s2[j] += x[j] * y[j];
-      }
-    }
-    for (int64_t j = 0; j < nb; j++) out[cb + j] = accumulate ? out[cb + j] + s[j] : s[j];
-    if (Y != nullptr)
-      for (int64_t j = 0; j < nb; j++) out2[cb + j] = accumulate ? out2[cb + j] + s2[j] : s2[j];
-  }
-}
-
 // One row of the loss: d = ε̂ + b − ε; mse = mean(d²); grad = scale·d
 // (scale = coef·w_r·2/D). Returns mse.
 __attribute__((target_clones("avx512f", "avx2", "default"))) float mse_row(
@@ -314,21 +228,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float mse_row(
     grad[i] = scale * d;
   }
   return sum16(acc) / static_cast<float>(w);
-}
-
-// Rows in parallel, with a grain that keeps small passes on one thread.
-template <class F>
-void rows_parallel(int64_t rows, int64_t width, const F &f) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(width, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; r++) f(r);
-  });
-}
-
-template <class F>
-void cols_parallel(int64_t cols, int64_t rows, const F &f) {
-  const int64_t grain = std::max<int64_t>(64, 32768 / std::max<int64_t>(rows, 1));
-  at::parallel_for(0, cols, grain, [&](int64_t b, int64_t e) { f(b, e); });
 }
 
 // ----------------------------------------------------------------- model
@@ -361,7 +260,7 @@ struct cgt_unet_step_s {
   at::Tensor table;                       // [T,E] sinusoidal embedding of each schedule step
   at::Tensor sqrt_ab, sqrt_1m_ab;         // [T] float32
   bool cpu = true;                        // backend: CPU kernels, else ATen ops
-  Gemm gemm;
+  cgt::fused::Gemm gemm;
 
   // Workspace (CPU backend): one allocation, carved into the buffers below.
   int64_t rows = 0;
@@ -377,14 +276,7 @@ struct cgt_unet_step_s {
   // Updating runs apply AdamW + EMA to each parameter as soon as its
   // gradient is ready, the gradient passing through the scratch buffer
   // (which stays in cache) instead of the flat gradient buffer.
-  bool updating = false;
-  cgt::AdamWChunk adamw{};
-  const float *flat_base = nullptr;  // the flat parameter buffer
-  std::vector<float *> ema_ptrs;
-  std::vector<float> ema_rates, ema_omr;
-  bool norms = false;                  // accumulate Σg², Σp²
-  std::vector<double> part_g, part_p;  // per-chunk norm partial sums
-  double sum_g = 0, sum_p = 0;
+  cgt::fused::Updater upd;
 
   // ATen backend: activations kept between forward and backward (reused).
   struct AtenSaved {
@@ -568,28 +460,13 @@ void block_forward(Step &s, size_t k, int64_t n, const float *x) {
 // Where parameter i's gradient is written: its gradient tensor, or, when
 // updating, a slot of the scratch buffer (then handed to grad_ready).
 float *grad_dst(Step &s, int32_t i, int64_t slot = 0) {
-  return s.updating ? s.scratch + slot : s.G(i);
+  return s.upd.on ? s.scratch + slot : s.G(i);
 }
 
 // Parameter i's gradient g is complete: when updating, apply AdamW + EMA to
-// the parameter now (in fixed chunks; norms summed in a fixed order).
+// the parameter now.
 void grad_ready(Step &s, int32_t i, float *g) {
-  if (!s.updating) return;
-  const int64_t off = s.P(i) - s.flat_base, n = s.params[static_cast<size_t>(i)].numel();
-  const int64_t nc = (n + cgt::kAdamWChunk - 1) / cgt::kAdamWChunk;
-  const bool norms = s.norms;
-  at::parallel_for(0, nc, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; c++) {
-      const int64_t b = c * cgt::kAdamWChunk, e = std::min(n, b + cgt::kAdamWChunk);
-      cgt::adamw_chunk(s.adamw, g + b, off + b, off + e, norms ? &s.part_g[c] : nullptr,
-                       norms ? &s.part_p[c] : nullptr);
-    }
-  });
-  if (norms)
-    for (int64_t c = 0; c < nc; c++) {
-      s.sum_g += s.part_g[static_cast<size_t>(c)];
-      s.sum_p += s.part_p[static_cast<size_t>(c)];
-    }
+  if (s.upd.on) s.upd.apply(s.params[static_cast<size_t>(i)], g);
 }
 
 // Backward of block k from its output gradient: parameter gradients, the
@@ -611,7 +488,7 @@ void block_backward(Step &s, size_t k, int64_t n, const float *x, bool acc, bool
     column_sums(n, w, c0, c1, dh, nullptr, db, nullptr, acc);
   });
   // Both biases enter the same sum: the same gradient.
-  if (s.updating) {
+  if (s.upd.on) {
     grad_ready(s, b.beta, dbe);
     grad_ready(s, b.gamma, dg);
     grad_ready(s, b.fc.b, db);
@@ -636,8 +513,7 @@ void block_backward(Step &s, size_t k, int64_t n, const float *x, bool acc, bool
 void run_cpu(Step &s, const Batch &in) {
   const int64_t n = in.n, D = s.D, E = s.E, F = s.F;
   const bool acc = in.accumulate;
-  s.gemm.calls = 0;
-  s.gemm.trace.clear();
+  s.gemm.start_run();
   // Inputs: x_t and the embedding rows, gathered by t.
   {
     const float *data = in.data.data_ptr<float>();
@@ -934,56 +810,6 @@ void on_exit(const at::RecordFunction &fn, at::ObserverContext *) {
   }
 }
 
-// Checks an updating run's buffers and sets up the AdamW constants.
-void prepare_update(Step &s, const cgt_unet_adamw &u, bool accumulate) {
-  if (!s.cpu) throw cgt::invalid("unet_step: updating runs need the CPU backend");
-  if (accumulate) throw cgt::invalid("unet_step: an updating run cannot accumulate gradients");
-  if (u.step < 1) throw cgt::invalid("unet_step: the AdamW step is 1-based");
-  if (u.nema < 0 || (u.nema > 0 && (u.emas == nullptr || u.rates == nullptr)))
-    throw cgt::invalid("unet_step: bad EMA list");
-  const at::Tensor &p = T(u.params, "params");
-  auto flat = [&](const at::Tensor &t, const char *what) {
-    if (!t.is_cpu() || t.scalar_type() != at::kFloat || !t.is_contiguous() || t.numel() != p.numel())
-      throw cgt::invalid(std::string("unet_step: ") + what +
-                         " must be contiguous float32 CPU tensors of the parameters' numel");
-  };
-  flat(p, "params");
-  flat(T(u.exp_avg, "exp_avg"), "exp_avg");
-  flat(T(u.exp_avg_sq, "exp_avg_sq"), "exp_avg_sq");
-  const float *base = p.data_ptr<float>();
-  for (size_t i = 0; i < s.params.size(); i++) {
-    const float *q = s.params[i].data_ptr<float>();
-    if (q < base || q + s.params[i].numel() > base + p.numel())
-      throw cgt::invalid("unet_step: parameter " + std::to_string(i) + " is not a view of the flat parameters");
-  }
-  s.ema_ptrs.clear();
-  s.ema_rates.clear();
-  s.ema_omr.clear();
-  for (int32_t k = 0; k < u.nema; k++) {
-    const at::Tensor &e = T(u.emas[k], "ema");
-    flat(e, "EMA buffers");
-    s.ema_ptrs.push_back(e.data_ptr<float>());
-    s.ema_rates.push_back(static_cast<float>(u.rates[k]));
-    s.ema_omr.push_back(static_cast<float>(1 - u.rates[k]));
-  }
-  s.norms = u.sumsq != nullptr;
-  if (s.norms) {
-    const at::Tensor &q = T(u.sumsq, "sumsq");
-    if (!q.is_cpu() || q.scalar_type() != at::kDouble || q.numel() != 2 || !q.is_contiguous())
-      throw cgt::invalid("unet_step: sumsq must be a contiguous float64 [2] CPU tensor");
-    const size_t nc = static_cast<size_t>((s.max_numel + cgt::kAdamWChunk - 1) / cgt::kAdamWChunk);
-    s.part_g.resize(nc);
-    s.part_p.resize(nc);
-  }
-  s.adamw = cgt::adamw_chunk_args(p.data_ptr<float>(), T(u.exp_avg).data_ptr<float>(),
-                                  T(u.exp_avg_sq).data_ptr<float>(), u.step, u.opts, 1.0, false,
-                                  s.ema_ptrs.data(), s.ema_rates.data(), s.ema_omr.data(),
-                                  s.ema_ptrs.size());
-  s.flat_base = base;
-  s.sum_g = s.sum_p = 0;
-  s.updating = true;
-}
-
 }  // namespace
 
 extern "C" {
@@ -1037,7 +863,7 @@ cgt_status cgt_unet_step_new(int64_t input_dim, const int64_t *hidden, int32_t n
     throw cgt::invalid("unet_step: the CPU backend needs CPU tensors; use the ATen backend on " +
                        dev.str());
   s->cpu = want_cpu;
-  if (s->cpu) s->gemm.f = find_sgemm();
+  if (s->cpu) s->gemm.f = cgt::fused::find_sgemm();
   *out = s.release();
   CGT_CATCH
 }
@@ -1060,7 +886,7 @@ cgt_status cgt_unet_step_reserve(cgt_unet_step s, int64_t rows) noexcept {
 cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index, cgt_tensor t,
                              cgt_tensor noise, cgt_tensor weights, double coef,
                              int32_t accumulate, cgt_tensor mse, cgt_tensor log_acc,
-                             const cgt_unet_adamw *update) noexcept {
+                             const cgt_fused_update *update) noexcept {
   CGT_TRY
   if (s == nullptr) throw cgt::invalid("nil unet_step handle");
   c10::NoGradGuard ng;
@@ -1093,10 +919,14 @@ cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
   if (b.log.defined() && (b.log.device() != dev || b.log.scalar_type() != at::kDouble ||
                           b.log.numel() != 15 || !b.log.is_contiguous()))
     throw cgt::invalid("unet_step: log_acc must be contiguous float64 [15]");
-  if (update != nullptr) prepare_update(*s, *update, b.accumulate);
-  struct Reset {
+  if (update != nullptr) {
+    if (!s->cpu) throw cgt::invalid("unet_step: updating runs need the CPU backend");
+    if (b.accumulate) throw cgt::invalid("unet_step: an updating run cannot accumulate gradients");
+    s->upd.prepare(*update, s->params, s->max_numel);
+  }
+  struct Reset {  // an interrupted run adds no norms and leaves the updater off
     Step &s;
-    ~Reset() { s.updating = false; }
+    ~Reset() { s.upd.on = false; }
   } reset{*s};
   if (s->cpu) {
     if (s->rows < b.n)
@@ -1106,11 +936,7 @@ cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
   } else {
     run_aten(*s, b);
   }
-  if (update != nullptr && update->sumsq != nullptr) {
-    double *S = T(update->sumsq).data_ptr<double>();
-    S[0] += s->sum_g;
-    S[1] += s->sum_p;
-  }
+  s->upd.finish();
   CGT_CATCH
 }
 
@@ -1132,12 +958,7 @@ cgt_status cgt_unet_step_replay_gemms(cgt_unet_step s, int64_t reps) noexcept {
   if (!s->cpu || s->gemm.trace.empty())
     throw cgt::invalid("unet_step: replay needs a run of the CPU backend first");
   if (s->rows == 0) throw cgt::invalid("unet_step: no workspace");
-  s->gemm.recording = false;
-  const std::vector<Gemm::Call> calls = s->gemm.trace;
-  for (int64_t r = 0; r < reps; r++)
-    for (const Gemm::Call &c : calls)
-      s->gemm(c.ta, c.tb, c.M, c.N, c.K, c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
-  s->gemm.recording = true;
+  s->gemm.replay(reps);
   CGT_CATCH
 }
 
