@@ -277,7 +277,7 @@ func TestFusedUpdateMatchesFusedAdamW(t *testing.T) {
 						fb := newFusedBatch(t, s, fc.batch, fc.cfg.InputDim, d.NumSteps(), uint64(20+k))
 						b := ct.UnetBatch{Data: fb.x0, T: fb.t, Noise: fb.noise, Weights: fb.w, MSE: mse, Coef: fb.coef}
 						if update {
-							b.Update = &ct.UnetUpdate{Params: st.FlatParams(), ExpAvg: mm, ExpAvgSq: vv, Step: k, Config: cfg,
+							b.Update = &ct.FusedUpdate{Params: st.FlatParams(), ExpAvg: mm, ExpAvgSq: vv, Step: k, Config: cfg,
 								EMAs: []*ct.Tensor{ema}, Rates: []float64{0.99}, SumSq: sumsq}
 						}
 						if err := step.Run(b); err != nil {

@@ -509,6 +509,15 @@ typedef struct {
   int64_t step;
   cgt_adamw_options opts;
 } cgt_fused_update;
+/* What a fused step holds and did. */
+typedef struct {
+  int32_t backend;         /* CGT_FUSED_CPU or CGT_FUSED_ATEN */
+  int32_t blas;            /* 1: matrix products call sgemm_ directly */
+  int64_t rows;            /* reserved rows */
+  int64_t workspace_bytes; /* activations, their gradients and the scratch buffer */
+  int64_t table_bytes;     /* constant tables (Cell_Unet: embedding table, schedule) */
+  int64_t gemms_last_run;  /* matrix products in the last run (CPU backend) */
+} cgt_fused_step_stats;
 
 /*
  * The Cell_Unet training step (cgotorch/csrc/fused_unet.cc): q_sample, the
@@ -560,19 +569,44 @@ CGT_EXPORT cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_te
                                         double coef, int32_t accumulate, cgt_tensor mse,
                                         cgt_tensor log_acc,
                                         const cgt_fused_update *update) CGT_NOEXCEPT;
-typedef struct {
-  int32_t backend;         /* CGT_FUSED_CPU or CGT_FUSED_ATEN */
-  int32_t blas;            /* 1: matrix products call sgemm_ directly */
-  int64_t rows;            /* reserved rows */
-  int64_t workspace_bytes; /* activations and activation gradients */
-  int64_t table_bytes;     /* embedding table and schedule coefficients */
-  int64_t gemms_last_run;  /* matrix products in the last run (CPU backend) */
-} cgt_unet_step_stats;
-CGT_EXPORT cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_unet_step_stats *out) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_fused_step_stats *out) CGT_NOEXCEPT;
 /* Benchmarks: issues the last run's matrix products again, reps times, on the
  * same buffers (gradients are overwritten with garbage): the step's
  * matrix-product floor. CPU backend, after a run. */
 CGT_EXPORT cgt_status cgt_unet_step_replay_gemms(cgt_unet_step s, int64_t reps) CGT_NOEXCEPT;
+
+/*
+ * The autoencoder training step (cgotorch/csrc/fused_ae.cc; CPU): forward,
+ * MSE(mean) reconstruction loss and backward of scDiffusion's autoencoder
+ * (Linear, BatchNorm1d in train mode, PReLU blocks; L2-normalised latent;
+ * no dropout) over a workspace allocated once. params and grads: float32
+ * tensors in this order — per encoder block, then the latent Linear, per
+ * decoder block, then the output Linear: a block is linear weight [h,in],
+ * bias [h], batchnorm weight [h], bias [h], prelu weight [1]; a Linear is
+ * weight, bias. buffers: per block running_mean, running_var (float32 [h]),
+ * num_batches_tracked (int64 scalar), updated in place by every run.
+ */
+typedef struct cgt_ae_step_s *cgt_ae_step;
+CGT_EXPORT cgt_status cgt_ae_step_new(int64_t genes, const int64_t *hidden, int32_t nhidden,
+                                      int64_t latent, const cgt_tensor *params,
+                                      const cgt_tensor *grads, int32_t nparams,
+                                      const cgt_tensor *buffers, int32_t nbuffers,
+                                      double bn_momentum, double bn_eps,
+                                      cgt_ae_step *out) CGT_NOEXCEPT;
+CGT_EXPORT void cgt_ae_step_free(cgt_ae_step s) CGT_NOEXCEPT;
+/* Sizes the workspace for batches of up to rows cells (at least 2). */
+CGT_EXPORT cgt_status cgt_ae_step_reserve(cgt_ae_step s, int64_t rows) CGT_NOEXCEPT;
+/*
+ * One step on n cells: x is host float32 [n, genes], copied in. Adds the
+ * loss to loss_acc (optional float64 scalar) and writes the gradients, or,
+ * with update, applies that AdamW step as each gradient is ready (as
+ * cgt_unet_step_run).
+ */
+CGT_EXPORT cgt_status cgt_ae_step_run(cgt_ae_step s, const float *x, int64_t n,
+                                      cgt_tensor loss_acc,
+                                      const cgt_fused_update *update) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_ae_step_info(cgt_ae_step s, cgt_fused_step_stats *out) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_ae_step_replay_gemms(cgt_ae_step s, int64_t reps) CGT_NOEXCEPT;
 
 /* In place: t.random_(low, high, gen), the values at::randint(low, high, shape, gen)
  * draws, for allocation-free steps (int64 t). */

@@ -152,15 +152,15 @@ type UnetBatch struct {
 	// Update, if set, makes the run apply that AdamW step to each parameter
 	// as soon as its gradient is ready, instead of writing the gradients
 	// (CPU backend; not with Accumulate).
-	Update *UnetUpdate
+	Update *FusedUpdate
 }
 
-// UnetUpdate is an AdamW (+ EMA) step applied during a UnetStep run: the
+// FusedUpdate is an AdamW (+ EMA) step applied during a fused step's run: the
 // arithmetic of FusedAdamW after a plain run (bit for bit in the
 // parameters, moments and EMAs), but each gradient passes through a
 // cache-sized scratch buffer straight into the update, saving the passes
 // over the flat gradient buffer.
-type UnetUpdate struct {
+type FusedUpdate struct {
 	// Params is the flat parameter buffer the step's parameters view;
 	// ExpAvg, ExpAvgSq and every EMA are laid out like it.
 	Params, ExpAvg, ExpAvgSq *Tensor
@@ -170,6 +170,26 @@ type UnetUpdate struct {
 	Rates                    []float64
 	// SumSq, if set (float64 [2]), accumulates Σg² and Σp² (before the update).
 	SumSq *Tensor
+}
+
+// c is u for the C ABI (nil for a nil u); the EMA handles and rates it
+// points to are pinned with pin until the caller unpins. Panics with *Error.
+func (u *FusedUpdate) c(op string, pin *runtime.Pinner) *C.cgt_fused_update {
+	if u == nil {
+		return nil
+	}
+	if len(u.EMAs) != len(u.Rates) {
+		panic(misuse(op, "one rate per EMA buffer"))
+	}
+	cu := &C.cgt_fused_update{params: u.Params.handle(op), exp_avg: u.ExpAvg.handle(op), exp_avg_sq: u.ExpAvgSq.handle(op),
+		nema: C.int32_t(len(u.EMAs)), sumsq: optHandle(u.SumSq, op), step: C.int64_t(u.Step), opts: u.Config.c()}
+	if len(u.EMAs) > 0 {
+		he := handles(op, u.EMAs)
+		pin.Pin(&he[0])
+		pin.Pin(&u.Rates[0])
+		cu.emas, cu.rates = &he[0], (*C.double)(unsafe.Pointer(&u.Rates[0]))
+	}
+	return cu
 }
 
 // Run computes one forward/backward over the batch.
@@ -187,27 +207,15 @@ func (u *UnetStep) Run(b UnetBatch) error {
 		hd, hi = b.Data.handle(op), optHandle(b.Index, op)
 		ht, hn, hw = b.T.handle(op), b.Noise.handle(op), b.Weights.handle(op)
 		hm, hl = b.MSE.handle(op), optHandle(b.LogAcc, op)
-		if u := b.Update; u != nil {
-			if len(u.EMAs) != len(u.Rates) {
-				panic(misuse(op, "one rate per EMA buffer"))
-			}
-			upd = &C.cgt_fused_update{params: u.Params.handle(op), exp_avg: u.ExpAvg.handle(op), exp_avg_sq: u.ExpAvgSq.handle(op),
-				nema: C.int32_t(len(u.EMAs)), sumsq: optHandle(u.SumSq, op), step: C.int64_t(u.Step), opts: u.Config.c()}
-			if len(u.EMAs) > 0 {
-				he := handles(op, u.EMAs)
-				pin.Pin(&he[0])
-				pin.Pin(&u.Rates[0])
-				upd.emas, upd.rates = &he[0], (*C.double)(unsafe.Pointer(&u.Rates[0]))
-			}
-		}
+		upd = b.Update.c(op, &pin)
 	}); err != nil {
 		return err
 	}
 	return check("unet_step_run", C.cgt_unet_step_run(p, hd, hi, ht, hn, hw, C.double(b.Coef), cbool(b.Accumulate), hm, hl, upd))
 }
 
-// UnetStepInfo describes a step's backend and memory.
-type UnetStepInfo struct {
+// FusedStepInfo describes a fused step's backend and memory.
+type FusedStepInfo struct {
 	Backend FusedBackend
 	// BLAS is true when matrix products call the BLAS directly (sgemm_).
 	BLAS bool
@@ -220,17 +228,21 @@ type UnetStepInfo struct {
 }
 
 // Info reports the step's backend and buffer sizes.
-func (u *UnetStep) Info() (UnetStepInfo, error) {
+func (u *UnetStep) Info() (FusedStepInfo, error) {
 	p, err := u.ptr("unet_step_info")
 	if err != nil {
-		return UnetStepInfo{}, err
+		return FusedStepInfo{}, err
 	}
-	var st C.cgt_unet_step_stats
+	var st C.cgt_fused_step_stats
 	if err := check("unet_step_info", C.cgt_unet_step_info(p, &st)); err != nil {
-		return UnetStepInfo{}, err
+		return FusedStepInfo{}, err
 	}
-	return UnetStepInfo{Backend: FusedBackend(st.backend), BLAS: st.blas != 0, Rows: int64(st.rows),
-		WorkspaceBytes: int64(st.workspace_bytes), TableBytes: int64(st.table_bytes), GEMMsLastRun: int64(st.gemms_last_run)}, nil
+	return fusedStepInfo(st), nil
+}
+
+func fusedStepInfo(st C.cgt_fused_step_stats) FusedStepInfo {
+	return FusedStepInfo{Backend: FusedBackend(st.backend), BLAS: st.blas != 0, Rows: int64(st.rows),
+		WorkspaceBytes: int64(st.workspace_bytes), TableBytes: int64(st.table_bytes), GEMMsLastRun: int64(st.gemms_last_run)}
 }
 
 // ReplayGEMMs issues the last Run's matrix products again, reps times, on

@@ -140,23 +140,7 @@ func TestTrainStepMatchesPyTorch(t *testing.T) {
 	// gradient in exact arithmetic (BN removes the mean); both sides get
 	// rounding noise there (|g| ~ 1e-9), and AdamW's first step moves such
 	// an element by up to ±lr whatever the noise's sign.
-	preBN := func(name string) bool {
-		switch name {
-		case "encoder.network.0.1.bias", "encoder.network.1.1.bias", "encoder.network.2.1.bias",
-			"decoder.network.0.0.bias", "decoder.network.1.1.bias", "decoder.network.2.1.bias":
-			return true
-		}
-		return false
-	}
-	for _, p := range st.Params() {
-		want := g["grad."+p.Name]
-		if preBN(p.Name) {
-			cgotorchtest.AssertClose(t, "grad "+p.Name, p.T.Grad(s), want, 0, 1e-6)
-			continue
-		}
-		scale := s.Adopt(want.Abs().Max()).Item()
-		cgotorchtest.AssertClose(t, "grad "+p.Name, p.T.Grad(s), want, 1e-5, 1e-6*scale)
-	}
+	assertGradsMatchGolden(t, s, st, g)
 	// The AdamW step is checked on PyTorch's own gradients: where a gradient
 	// is at rounding-noise level (the exactly-zero pre-BatchNorm biases, or a
 	// stray element elsewhere), Adam's first step is ±lr depending on the

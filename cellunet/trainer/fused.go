@@ -137,11 +137,11 @@ func (tr *trainer) fusedDraw(s *ct.Scope) (index, t, w, noise *ct.Tensor) {
 // CPU backend, one slice, no loss scaling, no AfterBackward hook (a
 // distributed all-reduce of the gradients would also rule it out) — else
 // nil. The result is bit-identical to a separate FusedAdamW pass.
-func (tr *trainer) fusedUpdate(mb int) *ct.UnetUpdate {
+func (tr *trainer) fusedUpdate(mb int) *ct.FusedUpdate {
 	if !tr.fused.cpu || mb < tr.cfg.BatchSize || tr.cfg.lossScaling() || tr.cfg.Hooks.AfterBackward != nil {
 		return nil
 	}
-	return &ct.UnetUpdate{Params: tr.store.FlatParams(), ExpAvg: tr.m, ExpAvgSq: tr.v, Step: tr.adamStep + 1,
+	return &ct.FusedUpdate{Params: tr.store.FlatParams(), ExpAvg: tr.m, ExpAvgSq: tr.v, Step: tr.adamStep + 1,
 		Config: tr.adamConfig(), EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq}
 }
 
@@ -158,7 +158,7 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpda
 	if err := f.step.Reserve(int64(mb)); err != nil {
 		return nil, err
 	}
-	var upd *ct.UnetUpdate
+	var upd *ct.FusedUpdate
 	if mayUpdate {
 		upd = tr.fusedUpdate(mb)
 	}

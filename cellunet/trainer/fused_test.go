@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"testing"
 
@@ -88,44 +87,6 @@ func lossRun(t *testing.T, cfg Config, data *ct.Tensor) []float64 {
 	return r.losses
 }
 
-// welchT is Welch's two-sample t statistic of the means of a and b.
-func welchT(a, b []float64) float64 {
-	mv := func(x []float64) (m, v float64) {
-		for _, y := range x {
-			m += y
-		}
-		m /= float64(len(x))
-		for _, y := range x {
-			v += (y - m) * (y - m)
-		}
-		return m, v / float64(len(x)-1)
-	}
-	ma, va := mv(a)
-	mb, vb := mv(b)
-	return (ma - mb) / math.Sqrt(va/float64(len(a))+vb/float64(len(b)))
-}
-
-// ksD is the two-sample Kolmogorov–Smirnov statistic: the largest distance
-// between the empirical distribution functions of a and b.
-func ksD(a, b []float64) float64 {
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	var d float64
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		x := min(a[i], b[j])
-		for i < len(a) && a[i] == x {
-			i++
-		}
-		for j < len(b) && b[j] == x {
-			j++
-		}
-		d = max(d, math.Abs(float64(i)/float64(len(a))-float64(j)/float64(len(b))))
-	}
-	return d
-}
-
 // TestFusedLossesMatchAutograd: 1,000 training steps on the fused CPU step,
 // the fused ATen backend and autograd, same seeds (same batches, timesteps
 // and noise), at 1 and 2 threads. The paths differ only by float32
@@ -171,7 +132,7 @@ func TestFusedLossesMatchAutograd(t *testing.T) {
 				backend ct.FusedBackend
 			}{{"cpu", ct.FusedCPU}, {"aten", ct.FusedATen}} {
 				got := run(StepFused, c.backend)
-				tw, d := welchT(got[500:], ref[500:]), ksD(got[500:], ref[500:])
+				tw, d := cgotorchtest.WelchT(got[500:], ref[500:]), cgotorchtest.KSStatistic(got[500:], ref[500:])
 				var diff, mean float64
 				for i := range got {
 					diff += got[i] - ref[i]

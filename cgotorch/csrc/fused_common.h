@@ -86,6 +86,27 @@ inline void column_sums_parallel(int64_t rows, int64_t cols, const float *X, con
   });
 }
 
+// Allocates one float32 workspace and carves it into buffers: layout(take)
+// assigns its buffers with take(n), which hands out n floats starting on a
+// 64-byte boundary. layout runs twice, first only counting (take returns
+// null), then on the allocation, which is returned.
+template <class F>
+at::Tensor carve_workspace(const F &layout) {
+  float *base = nullptr;
+  int64_t used = 0;
+  auto take = [&](int64_t n) {
+    float *q = base != nullptr ? base + used : nullptr;
+    used += (n + 15) / 16 * 16;
+    return q;
+  };
+  layout(take);
+  at::Tensor ws = at::empty({used}, at::TensorOptions().dtype(at::kFloat));
+  base = ws.data_ptr<float>();
+  used = 0;
+  layout(take);
+  return ws;
+}
+
 // An AdamW (+ EMA) step applied parameter by parameter during a run, as each
 // gradient is ready (cgt_fused_update): the arithmetic of cgt_fused_adamw_
 // (the same kernel, bit-identical results), with the gradient read from a

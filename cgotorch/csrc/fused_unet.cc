@@ -386,15 +386,7 @@ void reserve_cpu(Step &s, int64_t R) {
   s.ws = at::Tensor();
   s.rows = 0;
   const int64_t E = s.E, D = s.D, F = s.F, W = s.max_w;
-  // Carves the buffers out of base (each on a 64-byte boundary); with a null
-  // base it only counts.
-  auto carve = [&](float *base) {
-    int64_t used = 0;
-    auto take = [&](int64_t n) {
-      float *q = base ? base + used : nullptr;
-      used += (n + 15) / 16 * 16;
-      return q;
-    };
+  at::Tensor ws = cgt::fused::carve_workspace([&](auto take) {
     s.xt = take(R * D);
     s.sin = take(R * E);
     s.a0 = take(R * E);
@@ -422,12 +414,7 @@ void reserve_cpu(Step &s, int64_t R) {
     s.dn = take(R * W);
     s.dh = take(R * W);
     s.scratch = take(std::max(s.max_numel, 3 * W));
-    return used;
-  };
-  const int64_t total = carve(nullptr);
-  // at::empty's data is 64-byte aligned (c10's alloc_cpu).
-  at::Tensor ws = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
-  carve(ws.data_ptr<float>());
+  });
   s.ws = std::move(ws);
   s.rows = R;
 }
@@ -940,7 +927,7 @@ cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
   CGT_CATCH
 }
 
-cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_unet_step_stats *out) noexcept {
+cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_fused_step_stats *out) noexcept {
   CGT_TRY
   if (s == nullptr || out == nullptr) throw cgt::invalid("nil unet_step handle or out pointer");
   out->backend = s->cpu ? CGT_FUSED_CPU : CGT_FUSED_ATEN;

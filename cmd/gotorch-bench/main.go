@@ -378,7 +378,7 @@ func benchGEMM(warmup, steps, batch int) (map[string]any, error) {
 	defer step.Close()
 	s := ct.NewScope()
 	defer s.Close()
-	var info ct.UnetStepInfo
+	var info ct.FusedStepInfo
 	err = s.Run(func() error {
 		b := int64(batch)
 		x := s.Randn(ct.Options{}, nil, b, 128).Normalize(2, 1, 1e-12)

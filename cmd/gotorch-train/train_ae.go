@@ -31,6 +31,7 @@ func newTrainAECommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1234, Usage: "random seed (initialisation, data order)", EnvVars: env("seed"), Category: catTrain},
 			&cli.IntFlag{Name: "file_seed", Value: 0, Usage: "the {seed} in checkpoint names (the reference's --seed, which only names files)", EnvVars: env("file_seed"), Category: catTrain},
 			&cli.StringFlag{Name: "resume_checkpoint", Usage: "continue from `FILE` model_seed=S_step=N.pt", EnvVars: env("resume_checkpoint"), Category: catTrain},
+			&cli.StringFlag{Name: "train_step", Value: "auto", Usage: "forward/backward implementation: auto (the fused autoencoder step where it applies: CPU, no dropout), fused, or generic (autograd)", EnvVars: env("train_step"), Category: catTrain},
 		}, memoryFlags(), runtimeFlags()),
 		Action: runTrainAE,
 	}
@@ -72,6 +73,7 @@ func runTrainAE(c *cli.Context) error {
 	cfg.MaxDuration = time.Duration(c.Int("max_minutes")) * time.Minute
 	cfg.SaveDir = dir
 	cfg.Resume = c.String("resume_checkpoint")
+	cfg.Step = c.String("train_step")
 	prog := newProgress(out, "train-ae", cfg.MaxSteps)
 	defer prog.done()
 	out = prog
