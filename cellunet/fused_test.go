@@ -3,6 +3,7 @@ package cellunet_test
 import (
 	"fmt"
 	"math"
+	"os"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
@@ -172,12 +173,16 @@ type fusedFixture struct {
 }
 
 func newFusedFixture(t *testing.T, fc fusedCase, seed uint64, backend ct.FusedBackend) fusedFixture {
+	return newFusedFixtureOn(t, fc, seed, backend, ct.CPU)
+}
+
+func newFusedFixtureOn(t *testing.T, fc fusedCase, seed uint64, backend ct.FusedBackend, dev ct.Device) fusedFixture {
 	t.Helper()
 	if err := ct.ManualSeed(seed); err != nil {
 		t.Fatal(err)
 	}
 	var f fusedFixture
-	f.st = nn.NewStore(ct.CPU)
+	f.st = nn.NewStore(dev)
 	t.Cleanup(f.st.Close)
 	var err error
 	if f.m, err = cellunet.New(f.st.Root(), fc.cfg); err != nil {
@@ -187,7 +192,7 @@ func newFusedFixture(t *testing.T, fc fusedCase, seed uint64, backend ct.FusedBa
 	if err := f.st.Flatten(); err != nil {
 		t.Fatal(err)
 	}
-	if f.d, err = diffusion.New(diffusion.DefaultConfig(), ct.CPU); err != nil {
+	if f.d, err = diffusion.New(diffusion.DefaultConfig(), dev); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.d.Close)
@@ -314,5 +319,93 @@ func TestFusedUpdateMatchesFusedAdamW(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFusedStepOpCounts counts libtorch dispatcher ops (RecordFunction) of
+// one forward/backward of the default Cell_Unet at batch 128: the autograd
+// path, the fused step's ATen backend (what runs on CUDA: its kernel
+// launches) and the CPU backend (no libtorch op at all: 52 BLAS calls and
+// hand-written passes). "Kernels" are leaf ops that touch data.
+func TestFusedStepOpCounts(t *testing.T) {
+	fc := fusedCases[0]
+	s := ct.NewScope()
+	defer s.Close()
+	count := func(fn func()) ct.OpCounts {
+		c, err := ct.CountOps(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var counts [3]ct.OpCounts
+	for i, backend := range []ct.FusedBackend{ct.FusedATen, ct.FusedCPU} {
+		fx := newFusedFixture(t, fc, 5, backend)
+		fb := newFusedBatch(t, s, fc.batch, fc.cfg.InputDim, fx.d.NumSteps(), 12)
+		mse := s.Empty(ct.Options{}, fc.batch)
+		run := func() {
+			if err := fx.step.Run(ct.UnetBatch{Data: fb.x0, T: fb.t, Noise: fb.noise, Weights: fb.w, MSE: mse, Coef: fb.coef}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run() // warm-up
+		counts[i+1] = count(run)
+		if i == 0 {
+			autogradGrads(t, s, fx.st, fx.m, fx.d, fb) // warm-up
+			counts[0] = count(func() { autogradGrads(t, s, fx.st, fx.m, fx.d, fb) })
+		}
+	}
+	t.Logf("ops per forward+backward (all / leaf / kernels): autograd %d/%d/%d, fused ATen %d/%d/%d, fused CPU %d/%d/%d",
+		counts[0].Ops, counts[0].Leaf, counts[0].Kernels, counts[1].Ops, counts[1].Leaf, counts[1].Kernels,
+		counts[2].Ops, counts[2].Leaf, counts[2].Kernels)
+	if counts[2].Ops != 0 {
+		t.Errorf("the CPU backend ran %d libtorch ops, want 0", counts[2].Ops)
+	}
+	if counts[1].Kernels == 0 || counts[1].Kernels >= counts[0].Kernels {
+		t.Errorf("fused ATen backend: %d kernels, autograd %d: want fewer, and some", counts[1].Kernels, counts[0].Kernels)
+	}
+}
+
+// TestFusedStepOnCUDA: the fused step's ATen backend on a CUDA device (the
+// GPU path) against autograd on the same device, per-sample losses and
+// every parameter's gradient, within the sum of both float32 rounding
+// bounds of TestFusedStepGradients (no float64 truth on the device).
+// Skipped without CUDA unless CGOTORCH_REQUIRE_CUDA is set.
+func TestFusedStepOnCUDA(t *testing.T) {
+	if !ct.CUDAIsAvailable() {
+		if os.Getenv("CGOTORCH_REQUIRE_CUDA") != "" {
+			t.Fatalf("CGOTORCH_REQUIRE_CUDA is set but no CUDA device is available (%s)", ct.Build())
+		}
+		t.Skip("no CUDA device (set CGOTORCH_REQUIRE_CUDA=1 to make this a failure)")
+	}
+	dev := ct.CUDA(0)
+	for _, fc := range fusedCases {
+		t.Run(fc.name, func(t *testing.T) {
+			s := ct.NewScope()
+			defer s.Close()
+			fx := newFusedFixtureOn(t, fc, 3, ct.FusedAuto, dev) // auto = ATen on CUDA
+			if info, err := fx.step.Info(); err != nil || info.Backend != ct.FusedATen {
+				t.Fatalf("backend %+v (%v), want ATen", info, err)
+			}
+			host := newFusedBatch(t, s, fc.batch, fc.cfg.InputDim, fx.d.NumSteps(), 11)
+			fb := fusedBatch{x0: host.x0.To(dev, 0), t: host.t.To(dev, 0), noise: host.noise.To(dev, 0), w: host.w.To(dev, 0), coef: host.coef}
+			mseAuto, gAuto := autogradGrads(t, s, fx.st, fx.m, fx.d, fb)
+			mse := s.Empty(ct.On(dev), fc.batch)
+			if err := fx.step.Run(ct.UnetBatch{Data: fb.x0, T: fb.t, Noise: fb.noise, Weights: fb.w, MSE: mse, Coef: fb.coef}); err != nil {
+				t.Fatal(err)
+			}
+			cgotorchtest.AssertClose(t, "mse", mse.To(ct.CPU, 0), mseAuto.To(ct.CPU, 0), 1e-5, 1e-7)
+			gf, ga := cgotorchtest.Float64s(fx.st.FlatGrads().To(ct.CPU, 0)), cgotorchtest.Float64s(gAuto.To(ct.CPU, 0))
+			off := fx.st.FlatOffsets()
+			n := int64(len(fc.cfg.Hidden))
+			const u = 1.0 / (1 << 24)
+			k := float64(max(fc.cfg.Hidden[0], 2*fc.cfg.Hidden[1], fc.batch))
+			bound := math.Sqrt(float64(2*(2*n+2))) * math.Sqrt(k) * u
+			for i, p := range fx.m.TrainableParams() {
+				if e := relErr(gf[off[i]:off[i+1]], ga[off[i]:off[i+1]]); math.IsNaN(e) || e > 8*bound {
+					t.Errorf("%s: fused and autograd gradients differ by %.3g (bound %.3g)", p.Name, e, 8*bound)
+				}
+			}
+		})
 	}
 }

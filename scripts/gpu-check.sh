@@ -49,8 +49,12 @@ for t in bin/gpu/*.test; do
 done
 
 echo "== benchmarks on cuda:0 (same run: gotorch-train, then the PyTorch reference step)"
+# The default step on CUDA is the fused step's ATen backend; -impl generic
+# is the autograd path, for comparison (ops_per_step/kernels_per_step: the
+# dispatcher's counts of each).
 for b in 128 1024; do
   bin/gpu/gotorch-bench step -device cuda -batch "$b" -steps 300 -threads 4 | tee -a "$OUT/bench.jsonl"
+  bin/gpu/gotorch-bench step -device cuda -batch "$b" -steps 300 -threads 4 -impl generic | tee -a "$OUT/bench.jsonl"
   "$PY" scripts/bench/ref_bench.py step --device cuda --batch "$b" --steps 300 --threads 4 | tee -a "$OUT/bench.jsonl"
 done
 (cd monitor && ../bin/gpu/monitor.test -test.run '^$' -test.bench 'Sample|LogMemoryUsage|Cleanup' -test.benchtime 500x) | tee "$OUT/monitor_bench.log"

@@ -230,7 +230,13 @@ func newTrainer(cfg TrainConfig, data RowSource) (tr *trainer, err error) {
 			return nil, err
 		}
 	}
-	if err := tr.store.Flatten(); err != nil {
+	// The fused step writes its gradients (or never materialises them):
+	// no zeroed buffer for it.
+	flatten := tr.store.Flatten
+	if cfg.useFused() {
+		flatten = tr.store.FlattenForWriters
+	}
+	if err := flatten(); err != nil {
 		return nil, err
 	}
 	if tr.gen, err = ct.NewGenerator(cfg.Device, cfg.Seed+1); err != nil {

@@ -111,7 +111,7 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	// fused step writes its gradients into one flat buffer instead.
 	flatten := tr.store.FlattenParams
 	if cfg.useFused() {
-		flatten = tr.store.Flatten
+		flatten = tr.store.FlattenForWriters
 	}
 	if err := flatten(); err != nil {
 		return nil, err

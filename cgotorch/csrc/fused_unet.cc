@@ -646,6 +646,15 @@ void put(at::Tensor &g, const at::Tensor &v, bool acc) {
   }
 }
 
+// g (+)= Σ_rows d straight into the gradient buffer (a bias).
+void put_sum(at::Tensor &g, const at::Tensor &d, bool acc) {
+  if (acc) {
+    g.add_(d.sum(0));
+  } else {
+    at::sum_out(g, d, {0});
+  }
+}
+
 // g (+)= aᵀ·b straight into the gradient buffer.
 void put_mm_t(at::Tensor &g, const at::Tensor &a, const at::Tensor &b, bool acc) {
   if (acc) {
@@ -704,7 +713,7 @@ void run_aten(Step &s, const Batch &in) {
   // backward
   at::Tensor deps = diff.mul_(in.w.mul(in.coef * 2.0 / static_cast<double>(D)).unsqueeze(1));
   put_mm_t(g(s.out2.w), deps, act, acc);
-  put(g(s.out2.b), deps.sum(0), acc);
+  put_sum(g(s.out2.b), deps, acc);
   at::Tensor dact = deps.mm(p(s.out2.w));
   at::Tensor dno = at::silu_backward(dact, no);
   auto bo = at::native_layer_norm_backward(dno, o1, {s.F}, std::get<1>(lno), std::get<2>(lno),
@@ -713,7 +722,7 @@ void run_aten(Step &s, const Batch &in) {
   put(g(s.norm_out_g), std::get<1>(bo), acc);
   put(g(s.norm_out_b), std::get<2>(bo), acc);
   put_mm_t(g(s.out1.w), do1, u, acc);
-  put(g(s.out1.b), do1.sum(0), acc);
+  put_sum(g(s.out1.b), do1, acc);
   // Output gradients per encoder-output buffer (decoder outputs share them).
   std::vector<at::Tensor> gy(s.H.size());
   gy[0] = do1.mm(p(s.out1.w));
@@ -727,9 +736,12 @@ void run_aten(Step &s, const Batch &in) {
     at::Tensor dh = std::get<0>(bw);
     put(g(b.gamma), std::get<1>(bw), acc);
     put(g(b.beta), std::get<2>(bw), acc);
-    at::Tensor db = dh.sum(0);
-    put(g(b.fc.b), db, acc);
-    put(g(b.emb.b), db, acc);
+    put_sum(g(b.fc.b), dh, acc);
+    if (acc) {
+      put_sum(g(b.emb.b), dh, acc);
+    } else {
+      g(b.emb.b).copy_(g(b.fc.b));  // both biases enter the same sum
+    }
     put_mm_t(g(b.fc.w), dh, input_of(b), acc);
     put_mm_t(g(b.emb.w), dh, semb, acc);
     if (dsemb.defined()) {
@@ -748,10 +760,10 @@ void run_aten(Step &s, const Batch &in) {
   }
   at::Tensor demb = at::silu_backward(dsemb, emb);
   put_mm_t(g(s.te2.w), demb, s0, acc);
-  put(g(s.te2.b), demb.sum(0), acc);
+  put_sum(g(s.te2.b), demb, acc);
   at::Tensor da0 = at::silu_backward(demb.mm(p(s.te2.w)), a0);
   put_mm_t(g(s.te0.w), da0, sin, acc);
-  put(g(s.te0.b), da0.sum(0), acc);
+  put_sum(g(s.te0.b), da0, acc);
   s.saved.clear();
 }
 

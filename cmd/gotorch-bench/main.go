@@ -7,7 +7,9 @@
 //	                                       the Cell_Unet training step
 //	gotorch-bench gemm  [-steps N] [-batch B]  the matrix products of the fused
 //	                                       step alone: the step's floor
-//	gotorch-bench ae    [-steps N] [-genes G]  the autoencoder training step
+//	gotorch-bench ae    [-steps N] [-genes G] [-impl auto|fused|generic]
+//	                                       the autoencoder training step
+//	gotorch-bench ae-gemm [-steps N] [-genes G]  its matrix products alone
 //
 // Each prints one JSON object on stdout. Thread counts come from
 // -threads (libtorch and OpenBLAS); run with OMP_WAIT_POLICY=PASSIVE.
@@ -98,7 +100,12 @@ func run(args []string) error {
 	case "gemm":
 		out, err = benchGEMM(*warmup, *steps, *batch)
 	case "ae":
-		out, err = benchAE(*warmup, *steps, *batch, *genes)
+		if *impl != "auto" && *impl != "fused" && *impl != "generic" {
+			return fmt.Errorf("-impl: want auto, fused or generic, got %q", *impl)
+		}
+		out, err = benchAE(*warmup, *steps, *batch, *genes, *impl)
+	case "ae-gemm":
+		out, err = benchAEGEMM(*warmup, *steps, *batch, *genes)
 	default:
 		return fmt.Errorf("unknown benchmark %q", args[0])
 	}
@@ -326,7 +333,11 @@ func benchStep(warmup, steps, batch int, dev ct.Device, impl trainer.StepImpl) (
 	if strings.Contains(announce.String(), "training step: fused") {
 		used = "fused"
 	}
-	out := map[string]any{"bench": "step", "impl_step": used, "batch": batch, "device": dev.String(), "steps_per_s": float64(steps) / el,
+	name := "step"
+	if used == "generic" && impl == trainer.StepGeneric {
+		name = "step-generic"
+	}
+	out := map[string]any{"bench": name, "impl_step": used, "batch": batch, "device": dev.String(), "steps_per_s": float64(steps) / el,
 		"ms_per_step": 1e3 * el / float64(steps), "cpu_ms_per_step": 1e3 * cpu / float64(steps), "last_loss": loss,
 		"train_peak_rss_mib": float64(rss) / (1 << 20),
 		"allocs_per_step":    float64(a1.NumAllocs-a0.NumAllocs) / float64(steps),
@@ -410,7 +421,7 @@ func benchGEMM(warmup, steps, batch int) (map[string]any, error) {
 // benchAE: the autoencoder's training step (VAE_train.py: MSE, AdamW 5e-4
 // wd 0.01, the reference architecture [1024,1024,1024] → 128) on 1,024
 // random cells × genes (10 % non-zero, log1p-like values), batch B.
-func benchAE(warmup, steps, batch, genes int) (map[string]any, error) {
+func benchAE(warmup, steps, batch, genes int, impl string) (map[string]any, error) {
 	dir, err := os.MkdirTemp("", "gotorch-bench-ae-")
 	if err != nil {
 		return nil, err
@@ -424,6 +435,9 @@ func benchAE(warmup, steps, batch, genes int) (map[string]any, error) {
 	cfg.CheckpointFreq = 1 << 30
 	cfg.LogEvery = 1 << 30
 	cfg.SaveState = false
+	cfg.Step = impl
+	var announce strings.Builder
+	cfg.Out = &announce
 	var t0 time.Time
 	var el, cpu0, cpu float64
 	var rss int64
@@ -448,11 +462,72 @@ func benchAE(warmup, steps, batch, genes int) (map[string]any, error) {
 	if n := len(res.Log); n > 0 {
 		loss = res.Log[n-1].Loss
 	}
-	return map[string]any{"bench": "ae", "batch": batch, "genes": genes, "steps_per_s": float64(steps) / el,
+	name, used := "ae", "generic"
+	if strings.Contains(announce.String(), "training step: fused") {
+		used = "fused"
+	} else if impl == "generic" {
+		name = "ae-generic"
+	}
+	return map[string]any{"bench": name, "impl_step": used, "batch": batch, "genes": genes, "steps_per_s": float64(steps) / el,
 		"ms_per_step": 1e3 * el / float64(steps), "cpu_ms_per_step": 1e3 * cpu / float64(steps), "last_loss": loss,
 		"train_peak_rss_mib": float64(rss) / (1 << 20),
 		"allocs_per_step":    float64(a1.NumAllocs-a0.NumAllocs) / float64(steps),
 		"transient_mib":      float64(a1.PeakAllocatedBytes-a0.AllocatedBytes) / (1 << 20)}, nil
+}
+
+// benchAEGEMM: the fused autoencoder step's matrix products alone (the
+// reference architecture for G genes at batch B, replayed).
+func benchAEGEMM(warmup, steps, batch, genes int) (map[string]any, error) {
+	if err := ct.ManualSeed(0); err != nil {
+		return nil, err
+	}
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	m, err := autoencoder.New(st.Root(), autoencoder.DefaultConfig(int64(genes)))
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Flatten(); err != nil {
+		return nil, err
+	}
+	step, err := m.NewFusedStep()
+	if err != nil {
+		return nil, err
+	}
+	defer step.Close()
+	if err := step.Reserve(int64(batch)); err != nil {
+		return nil, err
+	}
+	x := make([]float32, batch*genes)
+	if err := randomCSR(batch, genes, 0.1, 3).Dense(seq(batch), x); err != nil {
+		return nil, err
+	}
+	if err := step.Run(x, int64(batch), nil, nil); err != nil {
+		return nil, err
+	}
+	info, err := step.Info()
+	if err != nil {
+		return nil, err
+	}
+	if err := step.ReplayGEMMs(warmup); err != nil {
+		return nil, err
+	}
+	cpu0, t0 := cpuSeconds(), time.Now()
+	if err := step.ReplayGEMMs(steps); err != nil {
+		return nil, err
+	}
+	el, cpu := time.Since(t0).Seconds(), cpuSeconds()-cpu0
+	return map[string]any{"bench": "ae-gemm", "batch": batch, "genes": genes, "gemms": info.GEMMsLastRun,
+		"ms_per_step": 1e3 * el / float64(steps), "cpu_ms_per_step": 1e3 * cpu / float64(steps)}, nil
+}
+
+// seq is 0..n-1.
+func seq(n int) []int64 {
+	s := make([]int64, n)
+	for i := range s {
+		s[i] = int64(i)
+	}
+	return s
 }
 
 // randomCSR is an n×g matrix in which each entry is non-zero with
