@@ -406,16 +406,26 @@ func benchGEMM(warmup, steps, batch int) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := step.ReplayGEMMs(warmup); err != nil {
+	out, err := timeReplays(warmup, steps, step.ReplayGEMMs)
+	if err != nil {
+		return nil, err
+	}
+	out["bench"], out["batch"], out["gemms"], out["blas"] = "gemm", batch, info.GEMMsLastRun, info.BLAS
+	return out, nil
+}
+
+// timeReplays times replay(steps) after replay(warmup): wall and CPU
+// milliseconds per replayed step.
+func timeReplays(warmup, steps int, replay func(int) error) (map[string]any, error) {
+	if err := replay(warmup); err != nil {
 		return nil, err
 	}
 	cpu0, t0 := cpuSeconds(), time.Now()
-	if err := step.ReplayGEMMs(steps); err != nil {
+	if err := replay(steps); err != nil {
 		return nil, err
 	}
 	el, cpu := time.Since(t0).Seconds(), cpuSeconds()-cpu0
-	return map[string]any{"bench": "gemm", "batch": batch, "gemms": info.GEMMsLastRun, "blas": info.BLAS,
-		"ms_per_step": 1e3 * el / float64(steps), "cpu_ms_per_step": 1e3 * cpu / float64(steps)}, nil
+	return map[string]any{"ms_per_step": 1e3 * el / float64(steps), "cpu_ms_per_step": 1e3 * cpu / float64(steps)}, nil
 }
 
 // benchAE: the autoencoder's training step (VAE_train.py: MSE, AdamW 5e-4
@@ -509,16 +519,12 @@ func benchAEGEMM(warmup, steps, batch, genes int) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := step.ReplayGEMMs(warmup); err != nil {
+	out, err := timeReplays(warmup, steps, step.ReplayGEMMs)
+	if err != nil {
 		return nil, err
 	}
-	cpu0, t0 := cpuSeconds(), time.Now()
-	if err := step.ReplayGEMMs(steps); err != nil {
-		return nil, err
-	}
-	el, cpu := time.Since(t0).Seconds(), cpuSeconds()-cpu0
-	return map[string]any{"bench": "ae-gemm", "batch": batch, "genes": genes, "gemms": info.GEMMsLastRun,
-		"ms_per_step": 1e3 * el / float64(steps), "cpu_ms_per_step": 1e3 * cpu / float64(steps)}, nil
+	out["bench"], out["batch"], out["genes"], out["gemms"] = "ae-gemm", batch, genes, info.GEMMsLastRun
+	return out, nil
 }
 
 // seq is 0..n-1.
