@@ -570,6 +570,9 @@ CGT_EXPORT cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_te
                                         cgt_tensor log_acc,
                                         const cgt_fused_update *update) CGT_NOEXCEPT;
 CGT_EXPORT cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_fused_step_stats *out) CGT_NOEXCEPT;
+/* The workspace a reserve of rows would allocate (CPU backend; 0 for ATen). */
+CGT_EXPORT cgt_status cgt_unet_step_workspace_bytes(cgt_unet_step s, int64_t rows,
+                                                    int64_t *bytes) CGT_NOEXCEPT;
 /* Benchmarks: issues the last run's matrix products again, reps times, on the
  * same buffers (gradients are overwritten with garbage): the step's
  * matrix-product floor. CPU backend, after a run. */

@@ -245,6 +245,17 @@ func fusedStepInfo(st C.cgt_fused_step_stats) FusedStepInfo {
 		WorkspaceBytes: int64(st.workspace_bytes), TableBytes: int64(st.table_bytes), GEMMsLastRun: int64(st.gemms_last_run)}
 }
 
+// WorkspaceBytes is what Reserve(rows) allocates (CPU backend; 0 for ATen).
+func (u *UnetStep) WorkspaceBytes(rows int64) (int64, error) {
+	p, err := u.ptr("unet_step_workspace_bytes")
+	if err != nil {
+		return 0, err
+	}
+	var b C.int64_t
+	err = check("unet_step_workspace_bytes", C.cgt_unet_step_workspace_bytes(p, C.int64_t(rows), &b))
+	return int64(b), err
+}
+
 // ReplayGEMMs issues the last Run's matrix products again, reps times, on
 // the same buffers — for measuring the step's matrix-product floor. It
 // overwrites the gradients with garbage. CPU backend, after a Run.

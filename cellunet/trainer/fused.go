@@ -225,6 +225,10 @@ func (tr *trainer) fusedInfo() string {
 	if info.Backend == ct.FusedATen {
 		return fmt.Sprintf("training step: fused (ATen ops on %s; no host synchronisation)", tr.dev)
 	}
+	ws, err := tr.fused.step.WorkspaceBytes(int64(tr.mb))
+	if err != nil {
+		return "training step: fused"
+	}
 	return fmt.Sprintf("training step: fused (CPU kernels, %s): activations %.1f MiB for microbatch %d + embedding table %.1f MiB, allocated once; 0 tensor allocations per step",
-		gemm, float64(info.WorkspaceBytes)/mib, info.Rows, float64(info.TableBytes)/mib)
+		gemm, float64(ws)/mib, tr.mb, float64(info.TableBytes)/mib)
 }

@@ -212,8 +212,12 @@ func (tr *trainer) announce() {
 	b := float64(p * 4)
 	fmt.Fprintf(tr.out, "%s\n", ct.Build())
 	fmt.Fprintf(tr.out, "Cell_Unet %v: %d parameters in %d tensors on %s\n", tr.cfg.Model.Hidden, p, len(tr.store.Params()), tr.dev)
-	fmt.Fprintf(tr.out, "memory: parameters %.1f MiB, gradients %.1f MiB, AdamW state %.1f MiB, EMA %d× %.1f MiB\n",
-		b/mib, b/mib, 2*b/mib, len(tr.emas), b/mib)
+	grads := fmt.Sprintf("%.1f MiB", b/mib)
+	if tr.fused != nil && tr.fused.cpu {
+		grads += " (paged in only when kept between backward and update: microbatches, loss scaling)"
+	}
+	fmt.Fprintf(tr.out, "memory: parameters %.1f MiB, gradients %s, AdamW state %.1f MiB, EMA %d× %.1f MiB\n",
+		b/mib, grads, 2*b/mib, len(tr.emas), b/mib)
 	fmt.Fprintf(tr.out, "data: %d cells, batch %d (microbatch %d), %d batches per epoch; %d steps of diffusion; precision %s\n",
 		tr.data.n, tr.cfg.BatchSize, tr.mb, tr.data.batchesPerEpoch(), tr.diff.NumSteps(), tr.cfg.Precision)
 	fmt.Fprintln(tr.out, tr.fusedInfo())

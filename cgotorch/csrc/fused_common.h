@@ -90,9 +90,9 @@ inline void column_sums_parallel(int64_t rows, int64_t cols, const float *X, con
 // assigns its buffers with take(n), which hands out n floats starting on a
 // 64-byte boundary. layout runs twice, first only counting (take returns
 // null), then on the allocation, which is returned.
+// workspace_floats runs layout only counting: the workspace's size.
 template <class F>
-at::Tensor carve_workspace(const F &layout) {
-  float *base = nullptr;
+int64_t workspace_floats(const F &layout, float *base = nullptr) {
   int64_t used = 0;
   auto take = [&](int64_t n) {
     float *q = base != nullptr ? base + used : nullptr;
@@ -100,10 +100,13 @@ at::Tensor carve_workspace(const F &layout) {
     return q;
   };
   layout(take);
-  at::Tensor ws = at::empty({used}, at::TensorOptions().dtype(at::kFloat));
-  base = ws.data_ptr<float>();
-  used = 0;
-  layout(take);
+  return used;
+}
+
+template <class F>
+at::Tensor carve_workspace(const F &layout) {
+  at::Tensor ws = at::empty({workspace_floats(layout)}, at::TensorOptions().dtype(at::kFloat));
+  workspace_floats(layout, ws.data_ptr<float>());
   return ws;
 }
 

@@ -380,13 +380,10 @@ void layout(Step &s) {
   for (const at::Tensor &p : s.params) s.max_numel = std::max(s.max_numel, p.numel());
 }
 
-void reserve_cpu(Step &s, int64_t R) {
-  // Release first: after an out-of-memory retry the smaller workspace must
-  // fit where the larger one did not.
-  s.ws = at::Tensor();
-  s.rows = 0;
+// The CPU backend's buffers for R rows, as a layout for carve_workspace.
+auto workspace_layout(Step &s, int64_t R) {
   const int64_t E = s.E, D = s.D, F = s.F, W = s.max_w;
-  at::Tensor ws = cgt::fused::carve_workspace([&](auto take) {
+  return [&s, R, E, D, F, W](auto take) {
     s.xt = take(R * D);
     s.sin = take(R * E);
     s.a0 = take(R * E);
@@ -414,9 +411,30 @@ void reserve_cpu(Step &s, int64_t R) {
     s.dn = take(R * W);
     s.dh = take(R * W);
     s.scratch = take(std::max(s.max_numel, 3 * W));
-  });
-  s.ws = std::move(ws);
+  };
+}
+
+void reserve_cpu(Step &s, int64_t R) {
+  // Release first: after an out-of-memory retry the smaller workspace must
+  // fit where the larger one did not.
+  s.ws = at::Tensor();
+  s.rows = 0;
+  s.ws = cgt::fused::carve_workspace(workspace_layout(s, R));
   s.rows = R;
+}
+
+// The workspace bytes of R rows, without touching s's buffers (the layout
+// runs on a copy of the shape fields it reads).
+int64_t workspace_bytes(const Step &s, int64_t R) {
+  Step shape;
+  shape.E = s.E;
+  shape.D = s.D;
+  shape.F = s.F;
+  shape.H = s.H;
+  shape.blocks = s.blocks;
+  shape.max_w = s.max_w;
+  shape.max_numel = s.max_numel;
+  return cgt::fused::workspace_floats(workspace_layout(shape, R)) * static_cast<int64_t>(sizeof(float));
 }
 
 // Inputs of one run, validated.
@@ -948,6 +966,14 @@ cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_fused_step_stats *out) noexce
   out->table_bytes = static_cast<int64_t>(s->table.nbytes() + s->sqrt_ab.nbytes() + s->sqrt_1m_ab.nbytes());
   out->blas = s->cpu && s->gemm.f != nullptr;
   out->gemms_last_run = s->gemm.calls;
+  CGT_CATCH
+}
+
+cgt_status cgt_unet_step_workspace_bytes(cgt_unet_step s, int64_t rows, int64_t *bytes) noexcept {
+  CGT_TRY
+  if (s == nullptr || bytes == nullptr) throw cgt::invalid("nil unet_step handle or out pointer");
+  if (rows <= 0) throw cgt::invalid("unet_step: rows must be positive");
+  *bytes = s->cpu ? workspace_bytes(*s, rows) : 0;
   CGT_CATCH
 }
 
