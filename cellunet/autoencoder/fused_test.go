@@ -40,11 +40,50 @@ func assertGradsMatchGolden(t *testing.T, s *ct.Scope, st *nn.Store, g map[strin
 	}
 }
 
+// fusedGradTolerance is the normwise tolerance of a fused gradient tensor
+// against PyTorch's, derived as for the Cell_Unet step
+// (cellunet.TestFusedStepGradients): the two float32 computations differ by
+// summation order only; a length-K dot product carries a relative error of
+// about √K·u (u = 2⁻²⁴; K ≤ 64 here), the longest gradient path chains
+// L = 2·(2·3+2) products and normalisations whose errors add in
+// quadrature, and we allow a factor 4: 4·√L·√K·u ≈ 7.6e-6. (Elementwise
+// comparison does not suit a reordered computation: a bias gradient that is
+// a sum with heavy cancellation has a large relative error in few
+// elements, as it does between OpenBLAS kernel families.)
+const fusedGradTolerance = 4 * 4 * 8.0 / (1 << 24) // 4·√L·√K·u
+
+// assertFusedGradsMatchGolden compares every gradient tensor with PyTorch's
+// normwise (fusedGradTolerance); the pre-BatchNorm biases, which are
+// rounding noise on both sides, within 1e-6 absolute.
+func assertFusedGradsMatchGolden(t *testing.T, s *ct.Scope, st *nn.Store, g map[string]*ct.Tensor) {
+	t.Helper()
+	worst := 0.0
+	defer func() { t.Logf("largest relative gradient error %.3g (tolerance %.3g)", worst, fusedGradTolerance) }()
+	for _, p := range st.Params() {
+		want := g["grad."+p.Name]
+		if isPreBNBias(p.Name) {
+			cgotorchtest.AssertClose(t, "grad "+p.Name, p.T.Grad(s), want, 0, 1e-6)
+			continue
+		}
+		a, b := cgotorchtest.Float64s(p.T.Grad(s)), cgotorchtest.Float64s(want)
+		var num, den float64
+		for i := range a {
+			num += (a[i] - b[i]) * (a[i] - b[i])
+			den += b[i] * b[i]
+		}
+		e := math.Sqrt(num / den)
+		worst = max(worst, e)
+		if !(e <= fusedGradTolerance) {
+			t.Errorf("grad %s: relative error %.3g, tolerance %.3g", p.Name, e, fusedGradTolerance)
+		}
+	}
+}
+
 // TestFusedStepMatchesPyTorch: the fused training step on the golden batch
 // gives PyTorch's loss, BatchNorm running statistics (and
-// num_batches_tracked) and gradients, within the tolerances of the
-// autograd path's own golden test (TestTrainStepMatchesPyTorch), at 1 and 2
-// threads.
+// num_batches_tracked; the tolerances of the autograd path's own golden
+// test, TestTrainStepMatchesPyTorch) and gradients (fusedGradTolerance),
+// at 1 and 2 threads.
 func TestFusedStepMatchesPyTorch(t *testing.T) {
 	for _, threads := range []int{1, 2} {
 		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
@@ -79,7 +118,7 @@ func TestFusedStepMatchesPyTorch(t *testing.T) {
 					cgotorchtest.AssertClose(t, p.Name, p.T, w, rtol, atol)
 				}
 			}
-			assertGradsMatchGolden(t, s, st, g)
+			assertFusedGradsMatchGolden(t, s, st, g)
 			info, err := step.Info()
 			if err != nil || info.GEMMsLastRun != 23 {
 				t.Errorf("info %+v (%v): want 23 matrix products", info, err)

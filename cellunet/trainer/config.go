@@ -1,10 +1,12 @@
 // Package trainer trains the Cell_Unet diffusion backbone on cell latents:
 // the reference's TrainLoop (../shared/spec/scdiffusion.md §3) with its
-// defects removed and memory kept flat: AdamW and every EMA run as one fused
-// pass over flat parameter buffers, the ε noise and loss are float32, losses
-// and norms are accumulated on the device with one host read per log, and
-// checkpoints are written atomically with enough state to resume a run
-// exactly.
+// defects removed and memory kept flat: forward and backward run as the
+// fused Cell_Unet step by default (cellunet.Model.NewFusedStep; Config.Step),
+// AdamW and every EMA as one fused pass over flat parameter buffers (or
+// inside the fused step, as each gradient is ready), the ε noise and loss
+// are float32, losses and norms are accumulated on the device with one host
+// read per log, and checkpoints are written atomically with enough state to
+// resume a run exactly.
 //
 // Legend: N = cells, D = latent width (128), B = batch, b = microbatch,
 // P = number of parameters, S = global step label.
