@@ -26,7 +26,7 @@
 #define CGT_EXPORT
 #endif
 
-#define CGT_ABI_VERSION 6
+#define CGT_ABI_VERSION 7
 
 typedef struct cgt_tensor_s *cgt_tensor;
 typedef struct cgt_optim_s *cgt_optim;
@@ -495,6 +495,140 @@ CGT_EXPORT cgt_status cgt_autocast_clear_cache(void) CGT_NOEXCEPT;
 
 /* ------------------------------------------------- fused training steps */
 /* Hand-written forward/backward of fixed networks over preallocated buffers. */
+
+/* Backends of the fused steps: see cgt_unet_step_new. */
+enum { CGT_FUSED_AUTO = 0, CGT_FUSED_CPU = 1, CGT_FUSED_ATEN = 2 };
+/*
+ * An AdamW (+ EMA) step for a fused step's run to apply as it goes: params,
+ * exp_avg, exp_avg_sq and each EMA are flat float32 CPU buffers (the step's
+ * parameter tensors must be views of params); step is 1-based; sumsq
+ * (optional, float64 [2]) gets sum g^2 and sum p^2 added, as cgt_fused_adamw_.
+ */
+typedef struct {
+  cgt_tensor params, exp_avg, exp_avg_sq;
+  const cgt_tensor *emas;
+  const double *rates;
+  int32_t nema;
+  cgt_tensor sumsq;
+  int64_t step;
+  cgt_adamw_options opts;
+} cgt_fused_update;
+/* What a fused step holds and did. */
+typedef struct {
+  int32_t backend;         /* CGT_FUSED_CPU or CGT_FUSED_ATEN */
+  int32_t blas;            /* 1: matrix products call sgemm_ directly */
+  int64_t rows;            /* reserved rows */
+  int64_t workspace_bytes; /* activations, their gradients and the scratch buffer */
+  int64_t table_bytes;     /* constant tables (Cell_Unet: embedding table, schedule) */
+  int64_t gemms_last_run;  /* matrix products in the last run (CPU backend) */
+} cgt_fused_step_stats;
+
+/*
+ * The Cell_Unet training step (cgotorch/csrc/fused_unet.cc): q_sample, the
+ * network's forward, the per-sample ε-MSE and the whole backward, with every
+ * parameter gradient written into caller-owned gradient tensors (views of
+ * the flat gradient buffer the fused AdamW reads). No optimizer step: the
+ * caller runs cgt_fused_adamw_ afterwards (or reduces the gradients first).
+ *
+ * Backends: CPU = hand-written fused loops over a workspace allocated once by
+ * cgt_unet_step_reserve, matrix products by the process's BLAS (OpenBLAS
+ * sgemm_), no allocation and no libtorch op per run; ATEN = the same step as
+ * ATen ops on the parameters' device (CUDA, or CPU for tests), free of host
+ * synchronisation and data-dependent shapes; AUTO = CPU for CPU tensors,
+ * ATEN otherwise.
+ */
+typedef struct cgt_unet_step_s *cgt_unet_step;
+/*
+ * params and grads: nparams float32 contiguous tensors in the Cell_Unet
+ * state-dict order (time_embedding.time_embed.{0,2}.{weight,bias}; per block,
+ * encoder then decoder: fc.{weight,bias}, norm.{weight,bias},
+ * emb_layer.1.{weight,bias}; out1, norm_out, out2), aliased (not copied).
+ * freqs: the E/2 embedding frequencies; sqrt_ab, sqrt_1m_ab: float [T]
+ * q_sample coefficients; timestep_map: int64 [T] model step of each schedule step.
+ */
+CGT_EXPORT cgt_status cgt_unet_step_new(int64_t input_dim, const int64_t *hidden, int32_t nhidden,
+                                        const cgt_tensor *params, const cgt_tensor *grads,
+                                        int32_t nparams, cgt_tensor freqs, cgt_tensor sqrt_ab,
+                                        cgt_tensor sqrt_1m_ab, cgt_tensor timestep_map,
+                                        int32_t backend, cgt_unet_step *out) CGT_NOEXCEPT;
+CGT_EXPORT void cgt_unet_step_free(cgt_unet_step s) CGT_NOEXCEPT;
+/* Sizes the workspace for runs of up to rows samples (the old one is released
+ * first; out of memory leaves none). A no-op when already that size. */
+CGT_EXPORT cgt_status cgt_unet_step_reserve(cgt_unet_step s, int64_t rows) CGT_NOEXCEPT;
+/*
+ * One forward/backward over n samples: x0 = data[index] (index int64 [n]; NULL:
+ * data is x0 [n,D]), t int64 [n] schedule steps, noise float32 [n,D], weights
+ * float32 [n]. Writes mse[r] = mean_d(eps_hat - noise)^2 and the gradients of
+ * coef * sum_r weights[r]*mse[r]; accumulate != 0 adds to the gradients instead
+ * of overwriting them (microbatch slices). log_acc (optional, float64 [15]) gets
+ * the trainer's window sums added: [0] sum w*mse, [1] sum mse, [2] n, then per
+ * quartile q = min(floor(4t/T),3): [3+3q] sum w*mse, [4+3q] sum mse, [5+3q] count.
+ * update (optional; CPU backend, accumulate 0): instead of writing the gradient
+ * tensors, apply that AdamW step to each parameter as soon as its gradient is
+ * ready (the gradient passes through a cache-sized scratch buffer) — the same
+ * arithmetic as cgt_fused_adamw_ after a plain run, with fewer passes over memory.
+ */
+CGT_EXPORT cgt_status cgt_unet_step_run(cgt_unet_step s, cgt_tensor data, cgt_tensor index,
+                                        cgt_tensor t, cgt_tensor noise, cgt_tensor weights,
+                                        double coef, int32_t accumulate, cgt_tensor mse,
+                                        cgt_tensor log_acc,
+                                        const cgt_fused_update *update) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_unet_step_info(cgt_unet_step s, cgt_fused_step_stats *out) CGT_NOEXCEPT;
+/* The workspace a reserve of rows would allocate (CPU backend; 0 for ATen). */
+CGT_EXPORT cgt_status cgt_unet_step_workspace_bytes(cgt_unet_step s, int64_t rows,
+                                                    int64_t *bytes) CGT_NOEXCEPT;
+/* Benchmarks: issues the last run's matrix products again, reps times, on the
+ * same buffers (gradients are overwritten with garbage): the step's
+ * matrix-product floor. CPU backend, after a run. */
+CGT_EXPORT cgt_status cgt_unet_step_replay_gemms(cgt_unet_step s, int64_t reps) CGT_NOEXCEPT;
+
+/*
+ * The autoencoder training step (cgotorch/csrc/fused_ae.cc; CPU): forward,
+ * MSE(mean) reconstruction loss and backward of scDiffusion's autoencoder
+ * (Linear, BatchNorm1d in train mode, PReLU blocks; L2-normalised latent;
+ * no dropout) over a workspace allocated once. params and grads: float32
+ * tensors in this order — per encoder block, then the latent Linear, per
+ * decoder block, then the output Linear: a block is linear weight [h,in],
+ * bias [h], batchnorm weight [h], bias [h], prelu weight [1]; a Linear is
+ * weight, bias. buffers: per block running_mean, running_var (float32 [h]),
+ * num_batches_tracked (int64 scalar), updated in place by every run.
+ */
+typedef struct cgt_ae_step_s *cgt_ae_step;
+CGT_EXPORT cgt_status cgt_ae_step_new(int64_t genes, const int64_t *hidden, int32_t nhidden,
+                                      int64_t latent, const cgt_tensor *params,
+                                      const cgt_tensor *grads, int32_t nparams,
+                                      const cgt_tensor *buffers, int32_t nbuffers,
+                                      double bn_momentum, double bn_eps,
+                                      cgt_ae_step *out) CGT_NOEXCEPT;
+CGT_EXPORT void cgt_ae_step_free(cgt_ae_step s) CGT_NOEXCEPT;
+/* Sizes the workspace for batches of up to rows cells (at least 2). */
+CGT_EXPORT cgt_status cgt_ae_step_reserve(cgt_ae_step s, int64_t rows) CGT_NOEXCEPT;
+/*
+ * One step on n cells: x is host float32 [n, genes], copied in. Adds the
+ * loss to loss_acc (optional float64 scalar) and writes the gradients, or,
+ * with update, applies that AdamW step as each gradient is ready (as
+ * cgt_unet_step_run).
+ */
+CGT_EXPORT cgt_status cgt_ae_step_run(cgt_ae_step s, const float *x, int64_t n,
+                                      cgt_tensor loss_acc,
+                                      const cgt_fused_update *update) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_ae_step_info(cgt_ae_step s, cgt_fused_step_stats *out) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_ae_step_replay_gemms(cgt_ae_step s, int64_t reps) CGT_NOEXCEPT;
+
+/* In place: t.random_(low, high, gen), the values at::randint(low, high, shape, gen)
+ * draws, for allocation-free steps (int64 t). */
+CGT_EXPORT cgt_status cgt_random_int_(cgt_tensor t, int64_t low, int64_t high,
+                                      cgt_generator gen) CGT_NOEXCEPT;
+
+/*
+ * Op counting through libtorch's RecordFunction (process-wide): between start
+ * and stop, every dispatcher op (RecordScope::FUNCTION) on any thread is
+ * counted; leaf_ops = ops that called no other op; kernels = leaf ops that
+ * touch data (views, empty, resize and other metadata-only ops excluded).
+ */
+CGT_EXPORT cgt_status cgt_op_counter_start(void) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_op_counter_stop(int64_t *ops, int64_t *leaf_ops,
+                                          int64_t *kernels) CGT_NOEXCEPT;
 
 /* (end of fused training steps) */
 

@@ -37,6 +37,18 @@
 // count set by Init or SetNumThreads is applied to every thread that enters
 // the shim.
 //
+// # Fused training steps
+//
+// UnetStep and AEStep are the Cell_Unet and autoencoder training steps
+// written out by hand in the shim (llm.c style): forward, loss and backward
+// over a workspace allocated once, matrix products by the BLAS straight into
+// it and into the gradients, no autograd graph, no tensor allocation and no
+// libtorch op per step on the CPU; UnetStep also runs as ATen ops on CUDA
+// (FusedATen). A run either writes the gradients (for FusedAdamW, or a
+// reduction across processes first) or applies a FusedUpdate itself as each
+// gradient is ready. CountOps counts libtorch dispatcher ops for comparing
+// implementations.
+//
 // PYTORCH_CUDA_ALLOC_CONF is read by the CUDA caching allocator when it
 // first initialises, so it must be set (in the environment, or through
 // Config.AllocConf) before the first CUDA allocation.

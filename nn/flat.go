@@ -15,16 +15,25 @@ import (
 // ZeroGrad (never set them to none, which would detach them from the
 // buffer). Parameters must share one floating dtype and device; call
 // Flatten once, after building the model and before creating an optimizer.
-func (s *Store) Flatten() error { return s.flatten(true) }
+func (s *Store) Flatten() error { return s.flatten(true, true) }
+
+// FlattenForWriters is Flatten with the gradient buffer left uninitialised,
+// for gradient producers that write every element before anything reads it
+// (the fused training steps, which overwrite rather than accumulate on their
+// first microbatch). Its memory is paged in only when first written, so a
+// step that never writes it (a fused step applying the optimizer update
+// itself) costs no resident memory for it. Not for autograd, which adds
+// into the buffer.
+func (s *Store) FlattenForWriters() error { return s.flatten(true, false) }
 
 // FlattenParams is Flatten without the gradient buffer: each parameter's
 // gradient stays its own tensor, which autograd allocates in the first
 // backward after ClearGrads and then owns, so no zeroing pass and no copy
 // into a buffer are needed (the first accumulation takes the new gradient
 // as it is). Use Grads to read them and ClearGrads after the update.
-func (s *Store) FlattenParams() error { return s.flatten(false) }
+func (s *Store) FlattenParams() error { return s.flatten(false, false) }
 
-func (s *Store) flatten(withGrads bool) error {
+func (s *Store) flatten(withGrads, zeroGrads bool) error {
 	if s.flat != nil {
 		return nil
 	}
@@ -43,8 +52,11 @@ func (s *Store) flatten(withGrads bool) error {
 		o := ct.Options{DType: s.dtype, Device: s.device}
 		flat := ct.Zeros(o, total)
 		var grad *ct.Tensor
-		if withGrads {
+		switch {
+		case withGrads && zeroGrads:
 			grad = ct.Zeros(o, total)
+		case withGrads:
+			grad = (*ct.Scope)(nil).Empty(o, total)
 		}
 		ct.NoGrad(func() {
 			for i, p := range ps {

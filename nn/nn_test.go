@@ -446,3 +446,33 @@ func TestLeakMLPTraining(t *testing.T) {
 		t.Errorf("RSS grew by %d bytes over 1,000 steps", grow)
 	}
 }
+
+// TestFlattenForWriters: the parameters are flattened as by Flatten and
+// every parameter's gradient is a view of the (uninitialised) flat gradient
+// buffer: writing the buffer writes the gradients.
+func TestFlattenForWriters(t *testing.T) {
+	s := ct.NewScope()
+	defer s.Close()
+	if err := ct.ManualSeed(5); err != nil {
+		t.Fatal(err)
+	}
+	st := nn.NewStore(ct.CPU)
+	defer st.Close()
+	newMLP(st.Root(), 16, 32, 8)
+	if err := st.FlattenForWriters(); err != nil {
+		t.Fatal(err)
+	}
+	if st.FlatGrads() == nil || st.FlatGrads().Numel() != st.NumParams() {
+		t.Fatalf("flat gradient buffer %v, want %d elements", st.FlatGrads(), st.NumParams())
+	}
+	st.FlatGrads().Fill_(3)
+	for _, p := range st.Params() {
+		g := p.T.Grad(s)
+		if g == nil || fmt.Sprint(g.Shape()) != fmt.Sprint(p.T.Shape()) {
+			t.Fatalf("%s: gradient %v", p.Name, g)
+		}
+		if got := s.Adopt(g.Sum()).Item(); got != 3*float64(p.T.Numel()) {
+			t.Fatalf("%s: gradient sum %v after filling the buffer with 3", p.Name, got)
+		}
+	}
+}

@@ -173,9 +173,14 @@ bf16 autocast on CUDA|
 EOF
 
 echo "== benchmarks on $DEV: the Cell_Unet training step, gotorch-train then the PyTorch eager step"
+# The default step on CUDA is the fused step's ATen backend; -impl generic
+# is the autograd path, for comparison (ops_per_step/kernels_per_step: the
+# dispatcher's counts of each).
 for b in 128 1024; do
   bin/gpu/gotorch-bench step -device "$DEV" -batch "$b" -steps "$STEPS" -threads 4 >> "$LOGS/bench.jsonl" 2>> "$LOGS/bench.err" \
     || { note "FAIL gotorch-bench step batch $b (bench.err)"; fail=1; }
+  bin/gpu/gotorch-bench step -device "$DEV" -batch "$b" -steps "$STEPS" -threads 4 -impl generic >> "$LOGS/bench.jsonl" 2>> "$LOGS/bench.err" \
+    || { note "FAIL gotorch-bench step -impl generic batch $b (bench.err)"; fail=1; }
   "$PY" scripts/bench/ref_bench.py step --device "$DEV" --batch "$b" --steps "$STEPS" --threads 4 >> "$LOGS/bench.jsonl" 2>> "$LOGS/bench.err" \
     || { note "FAIL ref_bench.py step batch $b (bench.err)"; fail=1; }
 done
@@ -183,7 +188,7 @@ done
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for b in sorted({r.get("batch") for r in rows if r.get("bench") == "step"}):
-    go = [r for r in rows if r.get("bench") == "step" and r.get("batch") == b and r.get("impl") == "go"]
+    go = [r for r in rows if r.get("bench") == "step" and r.get("batch") == b and r.get("impl") == "go" and r.get("impl_step") != "generic"]
     ref = [r for r in rows if r.get("bench") == "step" and r.get("batch") == b and r.get("impl") == "pytorch"]
     if go and ref:
         g, p = go[-1]["steps_per_s"], ref[-1]["steps_per_s"]

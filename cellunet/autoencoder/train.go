@@ -83,6 +83,13 @@ type TrainConfig struct {
 	// written to SaveDir; an error aborts Train with nothing on disk
 	// changed. Callers create their own files here.
 	BeforeRun func() error
+	// Step selects the implementation of forward and backward: "auto" (or
+	// "", the default) uses the fused step (Model.NewFusedStep: hand-written
+	// forward and backward over buffers allocated once, the AdamW update
+	// applied as each gradient is ready) where it applies — CPU, no dropout —
+	// and autograd otherwise; "fused" requires it; "generic" forces
+	// autograd (CLI: --train_step).
+	Step string
 }
 
 // DefaultTrainConfig is the reference's training for genes genes on the
@@ -115,6 +122,11 @@ func (c TrainConfig) Validate() error {
 		return fmt.Errorf("autoencoder: SaveDir is required")
 	case c.Resume != "" && c.Init != "", c.Resume != "" && c.Pretrained != "", c.Init != "" && c.Pretrained != "":
 		return fmt.Errorf("autoencoder: Resume, Init and Pretrained are exclusive")
+	case c.Step != "" && c.Step != "auto" && c.Step != "fused" && c.Step != "generic":
+		return fmt.Errorf("autoencoder: unknown train_step %q (want auto, fused or generic)", c.Step)
+	}
+	if r := c.Model.fusedReason(c.Device); c.Step == "fused" && r != "" {
+		return fmt.Errorf("autoencoder: train_step fused does not cover %s; use train_step auto or generic (autograd)", r)
 	}
 	return nil
 }
@@ -129,6 +141,11 @@ type ResumeError struct {
 
 func (e *ResumeError) Error() string { return e.Err.Error() }
 func (e *ResumeError) Unwrap() error { return e.Err }
+
+// useFused reports whether training uses the fused step.
+func (c TrainConfig) useFused() bool {
+	return c.Step != "generic" && c.Model.fusedReason(c.Device) == ""
+}
 
 // LogPoint is one logged loss: the mean training loss (MSE) of the Steps
 // steps ending at step label Step.
@@ -199,6 +216,7 @@ type trainer struct {
 	model *Model
 	gen   *ct.Generator // Dropout
 
+	fused    *ct.AEStep // the fused step (nil: autograd)
 	m, v     *ct.Tensor // AdamW moments over the flat parameters
 	adamStep int64
 
@@ -247,7 +265,13 @@ func newTrainer(cfg TrainConfig, data RowSource) (*trainer, error) {
 			return nil, err
 		}
 	}
-	if err := tr.store.Flatten(); err != nil {
+	// The fused step writes its gradients (or never materialises them):
+	// no zeroed buffer for it.
+	flatten := tr.store.Flatten
+	if cfg.useFused() {
+		flatten = tr.store.FlattenForWriters
+	}
+	if err := flatten(); err != nil {
 		return nil, err
 	}
 	if tr.gen, err = ct.NewGenerator(cfg.Device, cfg.Seed+1); err != nil {
@@ -269,11 +293,20 @@ func newTrainer(cfg TrainConfig, data RowSource) (*trainer, error) {
 			return nil, &ResumeError{Path: cfg.Resume, Err: err}
 		}
 	}
+	if cfg.useFused() {
+		if tr.fused, err = tr.model.NewFusedStep(); err != nil {
+			return nil, err
+		}
+		if err := tr.fused.Reserve(int64(cfg.BatchSize)); err != nil {
+			return nil, err
+		}
+	}
 	built = true
 	return tr, nil
 }
 
 func (tr *trainer) close() {
+	tr.fused.Close()
 	if tr.store != nil {
 		tr.store.Close()
 	}
@@ -293,6 +326,17 @@ func (tr *trainer) announce() {
 		p/mib, p/mib, 2*p/mib, c.BatchSize, c.Model.Genes, float64(len(tr.host)*4)/mib)
 	fmt.Fprintf(tr.out, "data: %d cells, %d batches per epoch; steps %d..%d, AdamW lr %g wd %g\n",
 		tr.data.Rows(), tr.data.Rows()/c.BatchSize, tr.step, c.MaxSteps-1, c.LR, c.WeightDecay)
+	switch {
+	case tr.fused != nil:
+		if info, err := tr.fused.Info(); err == nil {
+			fmt.Fprintf(tr.out, "training step: fused (CPU kernels): activations %.1f MiB for batch %d, allocated once; 0 tensor allocations per step\n",
+				float64(info.WorkspaceBytes)/mib, info.Rows)
+		}
+	case c.Step == "generic":
+		fmt.Fprintln(tr.out, "training step: autograd (forced)")
+	default:
+		fmt.Fprintf(tr.out, "training step: autograd (the fused step does not cover %s)\n", c.Model.fusedReason(c.Device))
+	}
 }
 
 func (tr *trainer) run(ctx context.Context) (Result, error) {
@@ -389,16 +433,27 @@ func (tr *trainer) runStep() error {
 	if err := tr.data.Dense(idx, tr.host); err != nil {
 		return fmt.Errorf("reading a batch: %w", err)
 	}
+	c := tr.cfg
+	opt := ct.AdamWConfig{LR: c.LR, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
+	if tr.fused != nil {
+		// Forward, backward and the update in one call, no tensor allocated.
+		err := tr.fused.Run(tr.host, int64(c.BatchSize), tr.lossSum,
+			&ct.FusedUpdate{Params: tr.store.FlatParams(), ExpAvg: tr.m, ExpAvgSq: tr.v, Step: tr.adamStep + 1, Config: opt})
+		if err != nil {
+			return err
+		}
+		tr.adamStep++
+		tr.lossN++
+		return nil
+	}
 	s := ct.NewScope()
 	defer s.Close()
 	var stepErr error
 	err := ct.Try(func() {
-		c := tr.cfg
 		x := s.FromBytes(f32bytes(tr.host), ct.Options{DType: ct.Float32, Device: c.Device}, int64(c.BatchSize), c.Model.Genes)
 		loss := tr.model.Loss(x)
 		loss.Backward()
 		tr.adamStep++
-		opt := ct.AdamWConfig{LR: c.LR, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
 		stepErr = ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, opt, ct.FusedStep{ZeroGrad: true})
 		tr.lossSum.Add_(loss.Detach())
 		tr.lossN++

@@ -150,13 +150,28 @@ func TestTrainLossDecreases(t *testing.T) {
 
 // TestTrainDeterministicAndResumable: the same seed gives bit-identical
 // losses and weights; a run stopped at step 5 and resumed from its
-// checkpoint (with dropout on, so the RNG state matters) ends bit-identical
-// to an uninterrupted run; another seed differs.
+// checkpoint ends bit-identical to an uninterrupted run; another seed
+// differs. On the autograd path with dropout on (so the RNG state
+// matters), on the autograd path without, and on the fused step (which
+// covers no dropout).
 func TestTrainDeterministicAndResumable(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		step    string
+		dropout bool
+	}{{"generic-dropout", "generic", true}, {"generic", "generic", false}, {"fused", "fused", false}} {
+		t.Run(c.name, func(t *testing.T) { trainDeterministicAndResumable(t, c.step, c.dropout) })
+	}
+}
+
+func trainDeterministicAndResumable(t *testing.T, step string, dropout bool) {
 	data := lowRankCSR(t, 200, 50)
 	mk := func() autoencoder.TrainConfig {
 		cfg := smallTrainConfig(t)
-		cfg.Model.Dropout, cfg.Model.InputDropout = 0.1, 0.05
+		if dropout {
+			cfg.Model.Dropout, cfg.Model.InputDropout = 0.1, 0.05
+		}
+		cfg.Step = step
 		cfg.MaxSteps, cfg.CheckpointFreq, cfg.LogEvery = 12, 5, 1
 		return cfg
 	}

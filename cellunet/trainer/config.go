@@ -1,10 +1,12 @@
 // Package trainer trains the Cell_Unet diffusion backbone on cell latents:
 // the reference's TrainLoop (../shared/spec/scdiffusion.md §3) with its
-// defects removed and memory kept flat: AdamW and every EMA run as one fused
-// pass over flat parameter buffers, the ε noise and loss are float32, losses
-// and norms are accumulated on the device with one host read per log, and
-// checkpoints are written atomically with enough state to resume a run
-// exactly.
+// defects removed and memory kept flat: forward and backward run as the
+// fused Cell_Unet step by default (cellunet.Model.NewFusedStep; Config.Step),
+// AdamW and every EMA as one fused pass over flat parameter buffers (or
+// inside the fused step, as each gradient is ready), the ε noise and loss
+// are float32, losses and norms are accumulated on the device with one host
+// read per log, and checkpoints are written atomically with enough state to
+// resume a run exactly.
 //
 // Legend: N = cells, D = latent width (128), B = batch, b = microbatch,
 // P = number of parameters, S = global step label.
@@ -84,6 +86,15 @@ type Config struct {
 	// checkpoint in it is used) or a model file modelNNNNNN.pt.
 	ResumeCheckpoint string
 
+	// Step selects the implementation of forward and backward: StepAuto
+	// ("" too; the default) uses the fused step wherever it applies (fp32,
+	// no dropout) and autograd otherwise; StepFused requires the fused step;
+	// StepGeneric forces autograd (CLI: --train_step auto|fused|generic).
+	Step StepImpl
+	// fusedBackend overrides the fused step's backend (tests run the ATen
+	// backend, the CUDA path's ops, on the CPU).
+	fusedBackend ct.FusedBackend
+
 	// OOMRetry recovers from out-of-memory in forward/backward: the step is
 	// rerun from its first slice with half the microbatch (same batch, same
 	// noise and timesteps), and the run continues with that microbatch. The
@@ -116,6 +127,7 @@ func DefaultConfig() Config {
 		SaveDir:            "output/checkpoint/backbone",
 		Seed:               1234,
 		Precision:          FP32,
+		Step:               StepAuto,
 		InitialLgLossScale: 20,
 		ScaleGrowth:        1e-3,
 	}
@@ -176,6 +188,12 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("trainer: unknown precision %q (want fp32, fp16 or bf16)", c.Precision)
+	}
+	if _, err := ParseStepImpl(string(c.Step)); err != nil {
+		return err
+	}
+	if r := c.fusedReason(); c.Step == StepFused && r != "" {
+		return fmt.Errorf("trainer: train_step fused does not cover %s; use train_step auto or generic (autograd)", r)
 	}
 	for _, r := range c.EMARates {
 		if r < 0 || r >= 1 {

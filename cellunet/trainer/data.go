@@ -33,6 +33,12 @@ func newBatcher(data *ct.Tensor, batch int64, dev ct.Device, gen *ct.Generator) 
 
 // next returns the next batch [B,D], owned by s.
 func (bt *batcher) next(s *ct.Scope) *ct.Tensor {
+	return bt.data.IndexSelect(0, bt.nextIndex(s))
+}
+
+// nextIndex returns the rows of the next batch (int64 [B], a view of the
+// epoch's permutation owned by s): next without the gather.
+func (bt *batcher) nextIndex(s *ct.Scope) *ct.Tensor {
 	if bt.perm == nil || (bt.pos+1)*bt.b > bt.n {
 		bt.perm.Free()
 		bt.perm = (*ct.Scope)(nil).RandPerm(bt.n, ct.Options{DType: ct.Int64, Device: bt.dev}, bt.gen)
@@ -41,7 +47,7 @@ func (bt *batcher) next(s *ct.Scope) *ct.Tensor {
 	}
 	idx := s.Adopt(bt.perm.Narrow(0, bt.pos*bt.b, bt.b))
 	bt.pos++
-	return bt.data.IndexSelect(0, idx)
+	return idx
 }
 
 func (bt *batcher) close() { bt.perm.Free() }

@@ -22,18 +22,25 @@ import (
 //	[15] Σ grad_norm   [16] Σ param_norm   [17] optimizer steps
 type window struct {
 	acc *ct.Tensor
-	t   float64 // number of timesteps, for the quartile of each sample
+	one *ct.Tensor // float64 [1] = 1: counts steps without allocating a scalar
+	t   float64    // number of timesteps, for the quartile of each sample
 }
 
 const accLen = 18
 
 func newWindow(dev ct.Device, steps int) (*window, error) {
 	w := &window{t: float64(steps)}
-	err := ct.Try(func() { w.acc = ct.Zeros(ct.Options{DType: ct.Float64, Device: dev}, accLen) })
+	err := ct.Try(func() {
+		o := ct.Options{DType: ct.Float64, Device: dev}
+		w.acc, w.one = ct.Zeros(o, accLen), ct.Full(1, o, 1)
+	})
 	return w, err
 }
 
-func (w *window) close() { w.acc.Free() }
+func (w *window) close() {
+	w.acc.Free()
+	w.one.Free()
+}
 
 // addSamples adds one step's per-sample mse [B], weights [B] and timesteps [B].
 func (w *window) addSamples(s *ct.Scope, mse, weights, t *ct.Tensor) {
@@ -48,10 +55,12 @@ func (w *window) addSamples(s *ct.Scope, mse, weights, t *ct.Tensor) {
 	s.Adopt(w.acc.Narrow(0, 3, 12)).View(4, 3).IndexAdd_(0, q, cols)
 }
 
-// addNorms adds one optimizer step's sqrt(sumsq) = (grad_norm, param_norm).
+// addNorms adds one optimizer step's sqrt(sumsq) = (grad_norm, param_norm),
+// taking the root in place (sumsq is zeroed before every update), so that
+// it allocates nothing.
 func (w *window) addNorms(s *ct.Scope, sumsq *ct.Tensor) {
-	s.Adopt(w.acc.Narrow(0, 15, 2)).Add_(s.Adopt(sumsq.Sqrt()))
-	s.Adopt(w.acc.Narrow(0, 17, 1)).AddScalar_(1)
+	s.Adopt(w.acc.Narrow(0, 15, 2)).Add_(sumsq.Sqrt_())
+	s.Adopt(w.acc.Narrow(0, 17, 1)).Add_(w.one)
 }
 
 // dump reads the window (one host sync), returns the means and resets it.

@@ -56,6 +56,7 @@ type trainer struct {
 	data              *batcher
 	dataGen, noiseGen *ct.Generator
 
+	fused    *fusedState  // the fused step (nil: autograd)
 	m, v     *ct.Tensor   // AdamW moments over the flat parameters
 	emas     []*ct.Tensor // one flat copy per EMA rate
 	sumsq    *ct.Tensor   // [2] float64: Σg², Σp² of the current step
@@ -132,10 +133,15 @@ func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
 	if tr.model, err = cellunet.New(tr.store.Root(), cfg.Model); err != nil {
 		return nil, err
 	}
-	// Flat parameters (AdamW and the EMAs are single passes); gradients stay
-	// autograd's own tensors, taken without a copy and released after the
-	// update, so there is no zeroing pass and no accumulation into a buffer.
-	if err := tr.store.FlattenParams(); err != nil {
+	// Flat parameters (AdamW and the EMAs are single passes). Autograd's
+	// gradients stay its own tensors, taken without a copy and released
+	// after the update (no zeroing pass, no accumulation into a buffer); the
+	// fused step writes its gradients into one flat buffer instead.
+	flatten := tr.store.FlattenParams
+	if cfg.useFused() {
+		flatten = tr.store.FlattenForWriters
+	}
+	if err := flatten(); err != nil {
 		return nil, err
 	}
 	if tr.diff, err = diffusion.New(cfg.Diffusion, cfg.Device); err != nil {
@@ -187,11 +193,17 @@ func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
 		}
 		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
 	}
+	if cfg.useFused() {
+		if err := tr.newFused(); err != nil {
+			return nil, err
+		}
+	}
 	built = true
 	return tr, nil
 }
 
 func (tr *trainer) close() {
+	tr.fused.close()
 	if tr.model != nil {
 		tr.model.Close()
 	}
@@ -228,10 +240,15 @@ func (tr *trainer) announce() {
 	b := float64(p * 4)
 	fmt.Fprintf(tr.out, "%s\n", ct.Build())
 	fmt.Fprintf(tr.out, "Cell_Unet %v: %d parameters in %d tensors on %s\n", tr.cfg.Model.Hidden, p, len(tr.store.Params()), tr.dev)
-	fmt.Fprintf(tr.out, "memory: parameters %.1f MiB, gradients %.1f MiB, AdamW state %.1f MiB, EMA %d× %.1f MiB\n",
-		b/mib, b/mib, 2*b/mib, len(tr.emas), b/mib)
+	grads := fmt.Sprintf("%.1f MiB", b/mib)
+	if tr.fused != nil && tr.fused.cpu {
+		grads += " (paged in only when kept between backward and update: microbatches, loss scaling)"
+	}
+	fmt.Fprintf(tr.out, "memory: parameters %.1f MiB, gradients %s, AdamW state %.1f MiB, EMA %d× %.1f MiB\n",
+		b/mib, grads, 2*b/mib, len(tr.emas), b/mib)
 	fmt.Fprintf(tr.out, "data: %d cells, batch %d (microbatch %d), %d batches per epoch; %d steps of diffusion; precision %s\n",
 		tr.data.n, tr.cfg.BatchSize, tr.mb, tr.data.batchesPerEpoch(), tr.diff.NumSteps(), tr.cfg.Precision)
+	fmt.Fprintln(tr.out, tr.fusedInfo())
 }
 
 func (tr *trainer) run(ctx context.Context) (Result, error) {
@@ -294,12 +311,22 @@ func (tr *trainer) runStep() (err error) {
 	return ct.Try(func() {
 		// The whole batch's randomness is drawn before it is split, so the
 		// step's result does not depend on the microbatch (OOM retries).
-		batch := tr.data.next(s)
 		B := int64(tr.cfg.BatchSize)
-		t, w := tr.sampler.Sample(s, B, tr.noiseGen)
-		noise := s.Randn(ct.On(tr.dev), tr.noiseGen, B, tr.cfg.Model.InputDim)
-
-		mse, ferr := tr.forwardBackward(s, batch, t, w, noise)
+		var mse, t, w *ct.Tensor
+		var ferr error
+		if tr.fused != nil {
+			var index, noise *ct.Tensor
+			index, t, w, noise = tr.fusedDraw(s)
+			if mse, ferr = tr.forwardBackwardRows(s, tr.data.data, index, t, w, noise, true); ferr == nil {
+				// Handles in s (the tensors are the fused state's buffers).
+				mse, t, w = mse.Alias(s), t.Alias(s), w.Alias(s)
+			}
+		} else {
+			batch := tr.data.next(s)
+			t, w = tr.sampler.Sample(s, B, tr.noiseGen)
+			noise := s.Randn(ct.On(tr.dev), tr.noiseGen, B, tr.cfg.Model.InputDim)
+			mse, ferr = tr.forwardBackward(s, batch, t, w, noise)
+		}
 		if ferr != nil {
 			panic(ferr)
 		}
@@ -326,25 +353,33 @@ func (tr *trainer) runStep() (err error) {
 			scale = math.Exp2(-tr.lg)
 		}
 		if !skipped {
-			tr.adamStep++
-			tr.sumsq.Zero_()
-			cfg := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
-			if err := ct.FusedAdamW(tr.store.FlatParams(), nil, tr.m, tr.v, tr.adamStep, cfg, ct.FusedStep{
-				Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq,
-			}); err != nil {
-				panic(err)
+			if tr.fused == nil || !tr.fused.updated { // else the fused step has applied it
+				tr.adamStep++
+				tr.sumsq.Zero_()
+				fs := ct.FusedStep{Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq}
+				if tr.fused != nil { // one flat gradient buffer
+					fs.Grads, fs.GradNumel = nil, nil
+				}
+				if err := ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, tr.adamConfig(), fs); err != nil {
+					panic(err)
+				}
 			}
 			tr.win.addNorms(s, tr.sumsq)
 			if tr.cfg.lossScaling() {
 				tr.lg += tr.cfg.ScaleGrowth
 			}
 		}
-		// Release the gradients; the next backward allocates fresh ones.
+		// Release the gradients; the next backward allocates fresh ones (the
+		// fused step overwrites its buffer).
 		for _, g := range grads {
 			g.Free()
 		}
-		tr.store.ClearGrads()
-		tr.win.addSamples(s, mse, w, t)
+		if tr.fused != nil {
+			tr.fused.logAcc.Add_(tr.fused.stepLog)
+		} else {
+			tr.store.ClearGrads()
+			tr.win.addSamples(s, mse, w, t)
+		}
 		tr.sampler.Update(t, mse)
 		// The reference anneals after every step, taken or not:
 		// lr = lr0·(1 − S/N) for the next update.
@@ -352,7 +387,12 @@ func (tr *trainer) runStep() (err error) {
 			tr.lr = tr.cfg.LR * (1 - float64(label)/float64(n))
 		}
 		if h := tr.cfg.Hooks.AfterStep; h != nil {
-			loss := mse.Mul(w).Sum().DivScalar(float64(B))
+			var loss *ct.Tensor
+			if tr.fused != nil {
+				loss = tr.fused.batchLoss(s)
+			} else {
+				loss = mse.Mul(w).Sum().DivScalar(float64(B))
+			}
 			h(label, StepInfo{Loss: loss, LR: lrUsed, Skipped: skipped, LgScale: tr.lg, Microbatch: tr.mb})
 		}
 		if label%tr.cfg.LogInterval == 0 {
@@ -361,20 +401,43 @@ func (tr *trainer) runStep() (err error) {
 	})
 }
 
+// adamConfig is the AdamW of the next update (the reference's betas and eps).
+func (tr *trainer) adamConfig() ct.AdamWConfig {
+	return ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
+}
+
 // forwardBackward accumulates the batch's gradient over microbatch slices
 // and returns the detached per-sample mse [B] (owned by s). On an
 // out-of-memory error with OOMRetry it frees the attempt, zeroes the
 // gradients and reruns the whole batch with half the microbatch.
 func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (*ct.Tensor, error) {
+	return tr.forwardBackwardRows(s, batch, nil, t, w, noise, false)
+}
+
+// forwardBackwardRows is forwardBackward on x0 = data[index] (data itself
+// when index is nil; the autograd path takes a batch). With mayUpdate the
+// fused step may apply the optimizer step itself (tryFused).
+func (tr *trainer) forwardBackwardRows(s *ct.Scope, data, index, t, w, noise *ct.Tensor, mayUpdate bool) (*ct.Tensor, error) {
 	for {
-		mse, err := tr.tryForwardBackward(s, batch, t, w, noise, tr.mb)
+		var mse *ct.Tensor
+		var err error
+		if tr.fused != nil {
+			mse, err = tr.tryFused(data, index, t, w, noise, tr.mb, mayUpdate)
+		} else {
+			mse, err = tr.tryForwardBackward(s, data, t, w, noise, tr.mb)
+		}
 		if err == nil {
 			return mse, nil
 		}
 		if !errors.Is(err, ct.ErrOutOfMemory) || !tr.cfg.OOMRetry || tr.mb <= 1 {
 			return nil, err
 		}
-		if zerr := ct.Try(func() { tr.store.ClearGrads() }); zerr != nil {
+		// The fused step overwrites its gradient buffer on the next attempt.
+		if zerr := ct.Try(func() {
+			if tr.fused == nil {
+				tr.store.ClearGrads()
+			}
+		}); zerr != nil {
 			return nil, zerr
 		}
 		if tr.dev.IsCUDA() {

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include "adamw_kernel.h"
 #include "common.h"
 
 using cgt::T;
@@ -52,83 +53,118 @@ void check_flat(const at::Tensor &t, const at::Tensor &ref, const char *name) {
                        " must be contiguous and match the parameters' numel, dtype and device");
 }
 
+}  // namespace
 
-// The CPU kernel of cgt_fused_adamw_ over one chunk [begin, end) of the
-// flat buffers; G points at the chunk's gradient values (G[0] belongs to
-// index begin) or is null for a zero gradient. Built for AVX-512, AVX2 and
-// baseline x86-64 (the loader picks one at run time) with -fno-math-errno so
-// sqrt and division vectorise; the norms use 8 independent double
-// accumulators (vectorisable, and a fixed order, so the result does not
-// depend on the thread count).
-struct AdamWChunk {
-  float *__restrict P, *__restrict M, *__restrict V;
-  float decay, b1, omb1, b2, omb2, nss, bc2s, eps, gs;
-  bool zero;
-  float *const *E;
-  const float *R, *OMR;
-  size_t ne;
-};
+namespace cgt {
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void adamw_chunk(
+AdamWChunk adamw_chunk_args(float *P, float *M, float *V, int64_t step,
+                            const cgt_adamw_options &o, double grad_scale, bool zero_grad,
+                            float *const *E, const float *R, const float *OMR, size_t ne) {
+  const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(step));
+  const double bc2 = 1 - std::pow(o.beta2, static_cast<double>(step));
+  return AdamWChunk{P, M, V,
+                    static_cast<float>(1 - o.lr * o.weight_decay), static_cast<float>(o.beta1),
+                    static_cast<float>(1 - o.beta1), static_cast<float>(o.beta2),
+                    static_cast<float>(1 - o.beta2), static_cast<float>(-(o.lr / bc1)),
+                    static_cast<float>(std::sqrt(bc2)), static_cast<float>(o.eps),
+                    static_cast<float>(grad_scale), grad_scale != 1.0, zero_grad,
+                    E, R, OMR, ne};
+}
+
+// One pass over [0, n) of the chunk: the gradient (scaled, and written back
+// scaled or zeroed when asked), the norms' partial sums (float lanes within
+// blocks of 256 elements, then double), the update of P, M and V. No FMA
+// contraction (see adamw_chunk).
+template <bool kHasG, bool kNorms, bool kWriteG>
+inline __attribute__((always_inline)) void adamw_pass(const AdamWChunk &a, float *__restrict G,
+                                                      float *__restrict P, float *__restrict M,
+                                                      float *__restrict V, int64_t n, double *sg,
+                                                      double *sp) {
+  constexpr int kLanes = 16;
+  constexpr int64_t kBlock = 256;
+  const float gs = a.scaled ? a.gs : 1.0f, gw = a.zero ? 0.0f : 1.0f;
+  const float decay = a.decay, b1 = a.b1, omb1 = a.omb1, b2 = a.b2, omb2 = a.omb2;
+  const float nss = a.nss, bc2s = a.bc2s, eps = a.eps;
+  double tg = 0, tp = 0;
+  float ag[kLanes], ap[kLanes];
+  auto one = [&](int64_t k, int lane) {
+    const float g = kHasG ? G[k] * gs : 0.0f;
+    const float p = P[k];
+    if (kNorms) {
+      ag[lane] += g * g;
+      ap[lane] += p * p;
+    }
+    const float mi = M[k] * b1 + omb1 * g;
+    const float vi = V[k] * b2 + omb2 * g * g;
+    const float denom = std::sqrt(vi) / bc2s + eps;
+    P[k] = p * decay + (nss * mi) / denom;
+    M[k] = mi;
+    V[k] = vi;
+    if (kWriteG) G[k] = g * gw;
+  };
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    for (int j = 0; j < kLanes; j++) ag[j] = ap[j] = 0;
+    int64_t i = b;
+    for (; i + kLanes <= e; i += kLanes)
+      for (int j = 0; j < kLanes; j++) one(i + j, j);
+    for (; i < e; i++) one(i, 0);
+    if (kNorms)
+      for (int j = 0; j < kLanes; j++) {
+        tg += ag[j];
+        tp += ap[j];
+      }
+  }
+  if (kNorms) {
+    *sg = tg;
+    *sp = tp;
+  }
+}
+
+// No FMA contraction: an element gets the same result whether the vector
+// body or the scalar tail handles it, so any split of the buffers into
+// chunks (whole flat buffers, gradient segments, one parameter at a time)
+// updates every element bit-identically. One pass over the gradient,
+// parameters and moments (the norms ride along), then one per EMA over the
+// chunk's fresh parameters (still in cache).
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off"))) void adamw_chunk(
     const AdamWChunk &a, float *__restrict G, int64_t begin, int64_t end, double *sg,
     double *sp) {
   float *__restrict P = a.P + begin, *__restrict M = a.M + begin, *__restrict V = a.V + begin;
   const int64_t n = end - begin;
-  // The gradient is scaled as it is read (gs is 1 when unscaled; x*1 is
-  // exact): the caller's gradient buffer is never modified, on the CPU as
-  // on CUDA, except by zero_grad.
-  const float gs = a.gs;
-  if (sg != nullptr) {
-    double ag[8] = {0}, ap[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int j = 0; j < 8; j++) {
-        const float gj = G != nullptr ? G[i + j] * gs : 0.0f;
-        ag[j] += static_cast<double>(gj) * gj;
-        ap[j] += static_cast<double>(P[i + j]) * P[i + j];
-      }
-    for (; i < n; i++) {
-      const float gj = G != nullptr ? G[i] * gs : 0.0f;
-      ag[0] += static_cast<double>(gj) * gj;
-      ap[0] += static_cast<double>(P[i]) * P[i];
+  // The caller's gradient is never modified (it is scaled as it is read),
+  // on the CPU as on CUDA, except that zero_grad zeroes it.
+  const bool norms = sg != nullptr, writeg = G != nullptr && a.zero;
+  if (G == nullptr) {
+    if (norms) {
+      adamw_pass<false, true, false>(a, G, P, M, V, n, sg, sp);
+    } else {
+      adamw_pass<false, false, false>(a, G, P, M, V, n, sg, sp);
     }
-    double tg = 0, tp = 0;
-    for (int j = 0; j < 8; j++) {
-      tg += ag[j];
-      tp += ap[j];
+  } else if (norms) {
+    if (writeg) {
+      adamw_pass<true, true, true>(a, G, P, M, V, n, sg, sp);
+    } else {
+      adamw_pass<true, true, false>(a, G, P, M, V, n, sg, sp);
     }
-    *sg = tg;
-    *sp = tp;
-  }
-  const float decay = a.decay, b1 = a.b1, omb1 = a.omb1, b2 = a.b2, omb2 = a.omb2;
-  const float nss = a.nss, bc2s = a.bc2s, eps = a.eps;
-  if (G != nullptr) {
-    for (int64_t i = 0; i < n; i++) {
-      const float gi = G[i] * gs;
-      const float mi = M[i] * b1 + omb1 * gi;
-      const float vi = V[i] * b2 + omb2 * gi * gi;
-      const float denom = std::sqrt(vi) / bc2s + eps;
-      P[i] = P[i] * decay + (nss * mi) / denom;
-      M[i] = mi;
-      V[i] = vi;
-    }
+  } else if (writeg) {
+    adamw_pass<true, false, true>(a, G, P, M, V, n, sg, sp);
   } else {
-    for (int64_t i = 0; i < n; i++) {
-      const float mi = M[i] * b1;
-      const float vi = V[i] * b2;
-      const float denom = std::sqrt(vi) / bc2s + eps;
-      P[i] = P[i] * decay + (nss * mi) / denom;
-      M[i] = mi;
-      V[i] = vi;
-    }
+    adamw_pass<true, false, false>(a, G, P, M, V, n, sg, sp);
   }
   for (size_t k = 0; k < a.ne; k++) {
     float *__restrict e = a.E[k] + begin;
     const float r = a.R[k], omr = a.OMR[k];
     for (int64_t i = 0; i < n; i++) e[i] = e[i] * r + omr * P[i];
   }
-  if (a.zero && G != nullptr) std::memset(G, 0, static_cast<size_t>(n) * sizeof(float));
 }
+
+}  // namespace cgt
+
+namespace {
+
+using cgt::AdamWChunk;
+using cgt::adamw_chunk;
 
 // One unit of work: [begin, end) of the flat buffers with its gradient.
 struct Span {
@@ -325,16 +361,12 @@ cgt_status cgt_fused_adamw_(cgt_tensor hp, cgt_tensor hg, const cgt_tensor *grad
       R.push_back(static_cast<float>(rates[k]));
       OMR.push_back(static_cast<float>(1 - rates[k]));
     }
-    AdamWChunk args{p.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
-                    static_cast<float>(1 - o.lr * o.weight_decay), static_cast<float>(o.beta1),
-                    static_cast<float>(1 - o.beta1), static_cast<float>(o.beta2),
-                    static_cast<float>(1 - o.beta2), static_cast<float>(-step_size),
-                    static_cast<float>(bc2_sqrt), static_cast<float>(o.eps),
-                    static_cast<float>(grad_scale), zero_grad != 0,
-                    E.data(), R.data(), OMR.data(), E.size()};
+    const AdamWChunk args = cgt::adamw_chunk_args(
+        p.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), step, o, grad_scale,
+        zero_grad != 0, E.data(), R.data(), OMR.data(), E.size());
     // Fixed chunks within each segment; per-chunk norm partial sums are
     // combined in order, so the norms do not depend on the thread count.
-    constexpr int64_t kChunk = 1 << 15;
+    constexpr int64_t kChunk = cgt::kAdamWChunk;
     std::vector<Span> spans;
     auto add_spans = [&](int64_t off, int64_t len, float *gp) {
       for (int64_t b = 0; b < len; b += kChunk)

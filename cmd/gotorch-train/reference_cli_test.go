@@ -116,6 +116,7 @@ func TestReferenceCommandLines(t *testing.T) {
 	wantAE.SaveDir = "../output/checkpoint/AE/open_problem"
 	wantAE.MaxSteps = 200000
 	wantAE.MaxDuration = 3000 * 60 * 1e9
+	wantAE.Step = "auto" // --train_step's default
 	if !reflect.DeepEqual(p.ae, wantAE) {
 		t.Errorf("VAE_train.py line parsed to\n%+v\nwant\n%+v", p.ae, wantAE)
 	}

@@ -64,6 +64,8 @@ func newTrainCommand() *cli.Command {
 			&cli.StringFlag{Name: "precision", Value: "fp32", Usage: "fp32, fp16 or bf16 (CUDA autocast); --use_fp16 means fp16", EnvVars: env("precision"), Category: catMemory,
 				Action: oneOf("precision", "fp32", "fp16", "bf16")},
 			&cli.BoolFlag{Name: "oom_retry", Value: true, Usage: "on out-of-memory, rerun the step with half the microbatch (batch and gradient unchanged, --microbatch_sum included) and continue", EnvVars: env("oom_retry"), Category: catMemory},
+			&cli.StringFlag{Name: "train_step", Value: "auto", Usage: "forward/backward implementation: auto (the fused Cell_Unet step where it applies: fp32, no dropout), fused, or generic (autograd)", EnvVars: env("train_step"), Category: catTrain,
+				Action: oneOf("train_step", "auto", "fused", "generic")},
 		}, planFlags(), memoryFlags("--save_dir/--model_name"), runtimeFlags()),
 		Action: runTrain,
 	}
@@ -111,6 +113,9 @@ func trainConfig(c *cli.Context) (cfg trainer.Config, autoMicrobatch bool, err e
 	}
 	cfg.ScaleGrowth = c.Float64("fp16_scale_growth")
 	cfg.OOMRetry = c.Bool("oom_retry")
+	if cfg.Step, err = trainer.ParseStepImpl(c.String("train_step")); err != nil {
+		return cfg, false, usageError{err}
+	}
 	return cfg, autoMicrobatch, nil
 }
 

@@ -44,6 +44,8 @@ func newTrainAECommand() *cli.Command {
 			&cli.IntFlag{Name: "file_seed", Value: 0, Usage: "the {seed} in checkpoint names (the reference's --seed, which only names files)", EnvVars: env("file_seed"), Category: catTrain},
 			&cli.StringFlag{Name: "resume_checkpoint", Usage: "continue from `FILE` model_seed=S_step=N.pt", EnvVars: env("resume_checkpoint"), Category: catTrain},
 			&cli.StringFlag{Name: "state_dict", Usage: "initialise from an SCimilarity model `DIR` (encoder.ckpt, decoder.ckpt) as the reference does: all but the gene-indexed first encoder and last decoder layers", EnvVars: env("state_dict"), Category: catModel},
+			&cli.StringFlag{Name: "train_step", Value: "auto", Usage: "forward/backward implementation: auto (the fused autoencoder step where it applies: CPU, no dropout), fused, or generic (autograd)", EnvVars: env("train_step"), Category: catTrain,
+				Action: oneOf("train_step", "auto", "fused", "generic")},
 		}, memoryFlags("--save_dir"), runtimeFlags()),
 		Action: runTrainAE,
 	}
@@ -65,6 +67,7 @@ func aeConfig(c *cli.Context, genes int64) (autoencoder.TrainConfig, error) {
 	cfg.SaveDir = c.String("save_dir")
 	cfg.Resume = c.String("resume_checkpoint")
 	cfg.Pretrained = c.String("state_dict")
+	cfg.Step = c.String("train_step")
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
 	}

@@ -2,7 +2,7 @@
 """PyTorch side of scripts/bench.sh: the same workloads as cmd/gotorch-bench,
 in eager PyTorch (Debian's python3-torch 1.13 at /usr/bin/python3).
 
-    ref_bench.py ops|mlp|step|gemm [--threads N] [--steps N] [--warmup N] [--batch B]
+    ref_bench.py ops|mlp|step|gemm|ae [--threads N] [--steps N] [--warmup N] [--batch B] [--genes G]
 
 --threads 0 leaves PyTorch's own default thread count (what a script that
 never calls torch.set_num_threads gets); the output's "threads" says which.
@@ -10,7 +10,10 @@ never calls torch.set_num_threads gets); the output's "threads" says which.
 Each prints one JSON object. `step` is the reference training step
 (scripts/reference/scdiffusion_ref.py: float64 noise, uniform numpy sampler,
 per-parameter norms, AdamW, EMA 0.9999, LR anneal); `gemm` times only the
-matrix products of that step (forward and backward of every Linear).
+matrix products of that step (forward and backward of every Linear); `ae`
+is the autoencoder's VAE.train_step (scripts/reference/vae_ref.py) on
+random cells × G genes. Times are wall clock (ms_per_step) and process CPU
+time (cpu_ms_per_step, less disturbed by other load on the machine).
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
 from scdiffusion_ref import Cell_Unet, GaussianDiffusion, ReferenceTrainer, linear_betas  # noqa: E402
+from vae_ref import VAE  # noqa: E402
 
 
 def peak_rss_mib():
@@ -105,12 +109,13 @@ def bench_step(warmup, steps, batch, device="cpu"):
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         losses, _, _ = tr.run_step(next_batch())
     sync(device)
-    el = time.perf_counter() - t0
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = {"bench": "step", "batch": batch, "device": device, "steps_per_s": steps / el, "ms_per_step": 1e3 * el / steps,
+           "cpu_ms_per_step": 1e3 * cpu / steps,
            "last_loss": float(losses[0]), "train_peak_rss_mib": peak_rss_mib()}
     if device != "cpu":
         out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -137,12 +142,42 @@ def bench_gemm(warmup, steps, batch):
 
     for _ in range(warmup):
         once()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         once()
-    el = time.perf_counter() - t0
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"bench": "gemm", "batch": batch, "steps_per_s": steps / el, "ms_per_step": 1e3 * el / steps,
-            "linears": len(shapes)}
+            "cpu_ms_per_step": 1e3 * cpu / steps, "linears": len(shapes)}
+
+
+def bench_ae(warmup, steps, batch, genes):
+    """VAE.train_step (MSE, torch.optim.AdamW 5e-4 / 0.01) on 1,024 random cells with 10 % non-zero
+    log1p-like values, batches from a permutation as the reference's DataLoader draws them."""
+    torch.manual_seed(1234)
+    model = VAE(genes)
+    opt = model.make_optimizer()
+    g = torch.Generator().manual_seed(7)
+    x = torch.log1p(torch.empty(1024, genes).exponential_(generator=g) * 5)
+    x *= (torch.rand(1024, genes, generator=g) < 0.1)
+    perm = torch.randperm(1024, generator=g)
+    pos = [0]
+
+    def next_batch():
+        if (pos[0] + 1) * batch > x.shape[0]:
+            perm[:] = torch.randperm(1024, generator=g)
+            pos[0] = 0
+        b = x[perm[pos[0] * batch:(pos[0] + 1) * batch]]
+        pos[0] += 1
+        return b
+
+    for _ in range(warmup):
+        model.train_step(next_batch(), opt)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        loss = model.train_step(next_batch(), opt)
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"bench": "ae", "batch": batch, "genes": genes, "steps_per_s": steps / el, "ms_per_step": 1e3 * el / steps,
+            "cpu_ms_per_step": 1e3 * cpu / steps, "last_loss": loss, "train_peak_rss_mib": peak_rss_mib()}
 
 
 def main():
@@ -153,6 +188,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--genes", type=int, default=2000)
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -164,6 +200,8 @@ def main():
         out = bench_step(a.warmup, a.steps, a.batch, a.device)
     elif a.bench == "gemm":
         out = bench_gemm(a.warmup, a.steps, a.batch)
+    elif a.bench == "ae":
+        out = bench_ae(a.warmup, a.steps, a.batch, a.genes)
     else:
         sys.exit("unknown benchmark " + a.bench)
     out.update(impl="pytorch", threads=torch.get_num_threads(), torch=torch.__version__, mode=os.environ.get("BENCH_MODE", ""))

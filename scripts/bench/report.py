@@ -34,6 +34,35 @@ def cpu_model():
     return platform.processor()
 
 
+def targets(m, modes, threads):
+    """The issue-12 targets, each measured case with its figure and verdict."""
+    rows = []
+    for mode in [x for x in ("matched", "haswell") if x in modes]:
+        for t in threads:
+            def g(b, i, k):
+                return m.get((mode, b, i, t, k))
+            a, b = g("step", "go", "ms_per_step"), g("step", "pytorch", "ms_per_step")
+            if a and b:
+                rows.append(("Cell_Unet step ≥ 1.5× the reference", mode, t, f"{b / a:.2f}×", b / a >= 1.5))
+            fl = g("gemm", "go", "ms_per_step")
+            if a and fl:
+                rows.append(("Cell_Unet step ≤ 1.3× its GEMM-only floor", mode, t, f"{a / fl:.2f}×", a / fl <= 1.3))
+            a, b = g("ae", "go", "ms_per_step"), g("ae", "pytorch", "ms_per_step")
+            if a and b:
+                rows.append(("autoencoder step ≥ 1.5× the reference", mode, t, f"{b / a:.2f}×", b / a >= 1.5))
+            a, b = g("step", "go", "train_peak_rss_mib"), g("step", "pytorch", "train_peak_rss_mib")
+            if a and b:
+                rows.append(("Cell_Unet training peak RSS ≤ 0.8× the reference's", mode, t, f"{a / b:.2f}×", a / b <= 0.8))
+    if not rows:
+        return
+    print("## Targets (issue 12)\n")
+    print("| target | environment | threads | measured | met |")
+    print("|---|---|---|---|---|")
+    for name, mode, t, v, ok in rows:
+        print(f"| {name} | {mode} | {t} | {v} | {'yes' if ok else '**no**'} |")
+    print("")
+
+
 def main():
     if sys.argv[1] == "--gobench":
         return gobench()
@@ -51,7 +80,7 @@ def main():
     m = {k: statistics.median(v) for k, v in med.items()}
     reps = max((len(v) for v in med.values()), default=0)
     threads = sorted({r["threads"] for r in rows if r["bench"] != "gobench"})
-    modes = [x for x in ("matched", "default") if any(k[0] == x for k in m)]
+    modes = [x for x in ("matched", "haswell", "default") if any(k[0] == x for k in m)]
     torch_v = next((r["torch"] for r in rows if r.get("impl") == "pytorch" and "torch" in r), "?")
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     cores_go = {r.get("mode"): r.get("openblas_core") for r in rows if r.get("impl") == "go" and r.get("openblas_core")}
@@ -65,9 +94,16 @@ def main():
     p("Environments: **matched** gives both processes the same settings: "
       f"`OPENBLAS_CORETYPE={core}` (the kernels this CPU supports; Debian's OpenBLAS otherwise falls back to its "
       "SSE3 \"Prescott\" kernels on this CPU model) and glibc `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` "
-      "(so freed tensor memory is reused instead of page-faulted in again every step). **default** sets nothing: "
+      "(so freed tensor memory is reused instead of page-faulted in again every step). **haswell** is matched with "
+      "both forced to OpenBLAS's AVX2 Haswell kernels (training benchmarks only). **default** sets nothing: "
       "PyTorch runs as installed; gotorch-train applies both settings itself "
       f"(kernels used: {', '.join(f'{k}: {v}' for k, v in cores_go.items())}).\n")
+    p("Times are wall clock; \"CPU\" is the process's CPU time per step (all threads), which other load on the "
+      "machine disturbs less. gotorch-train's training steps are the fused steps (its default: hand-written "
+      "forward and backward over buffers allocated once, the AdamW + EMA update applied as each gradient is "
+      "ready); \"autograd path\" rows are the same trainer with `--train_step generic`. Floors are the matrix "
+      "products of each side's step alone (gotorch-train: the fused step's 52 products replayed; PyTorch: forward "
+      "and backward of every Linear, 54 products).\n")
     for mode in modes:
         p(f"## {mode} environment\n")
         p("| benchmark | threads | gotorch-train | PyTorch | ratio |")
@@ -90,20 +126,52 @@ def main():
             a, b = g("mlp", "go", "peak_rss_mib"), g("mlp", "pytorch", "peak_rss_mib")
             if a and b:
                 p(f"| MLP peak RSS | {t} | {a:.0f} MiB | {b:.0f} MiB | {a / b:.2f}× of PyTorch's |")
-            a, b = g("step", "go", "steps_per_s"), g("step", "pytorch", "steps_per_s")
-            if a and b:
-                p(f"| Cell_Unet training step, batch 128 | {t} | {a:.2f} steps/s ({1e3 / a:.1f} ms) | "
-                  f"{b:.2f} steps/s ({1e3 / b:.1f} ms) | **{a / b:.2f}×** |")
+            def step_row(label, gb, pb):
+                a, b = g(gb, "go", "ms_per_step"), g(pb, "pytorch", "ms_per_step")
+                ac, bc = g(gb, "go", "cpu_ms_per_step"), g(pb, "pytorch", "cpu_ms_per_step")
+                if a and b:
+                    cpu = f" (CPU {bc / ac:.2f}×)" if ac and bc else ""
+                    ca = f"; CPU {ac:.1f} ms" if ac else ""
+                    cb = f"; CPU {bc:.1f} ms" if bc else ""
+                    p(f"| {label} | {t} | {1e3 / a:.2f} steps/s ({a:.1f} ms{ca}) | "
+                      f"{1e3 / b:.2f} steps/s ({b:.1f} ms{cb}) | **{b / a:.2f}×**{cpu} |")
+
+            def floor_row(label, gstep, gfloor, pstep, pfloor):
+                a, fa = g(gstep, "go", "ms_per_step"), g(gfloor, "go", "ms_per_step")
+                b, fb = g(pstep, "pytorch", "ms_per_step"), g(pfloor, "pytorch", "ms_per_step")
+                ca, cfa = g(gstep, "go", "cpu_ms_per_step"), g(gfloor, "go", "cpu_ms_per_step")
+                cells = []
+                for st, fl, cst, cfl in ((a, fa, ca, cfa), (b, fb, None, None)):
+                    if st and fl:
+                        extra = f"; CPU {cst / cfl:.2f}×" if cst and cfl else ""
+                        cells.append(f"{fl:.1f} ms; step = **{st / fl:.2f}×** the floor ({st - fl:.1f} ms beyond{extra})")
+                    else:
+                        cells.append("—")
+                if a and fa:
+                    p(f"| {label} | {t} | {cells[0]} | {cells[1]} | — |")
+
+            step_row("Cell_Unet training step, batch 128", "step", "step")
+            step_row("same, gotorch-train's autograd path (`--train_step generic`)", "step-generic", "step")
             a, b = g("step", "go", "train_peak_rss_mib"), g("step", "pytorch", "train_peak_rss_mib")
             if a and b:
                 p(f"| Cell_Unet training peak RSS | {t} | {a:.0f} MiB | {b:.0f} MiB | **{a / b:.2f}×** of PyTorch's |")
-            gm, a = g("gemm", "pytorch", "ms_per_step"), g("step", "go", "ms_per_step")
-            b = g("step", "pytorch", "ms_per_step")
-            if gm and a and b:
-                p(f"| GEMM-only floor of the step (forward + backward matrix products) | {t} | "
-                  f"step = {a / gm:.2f}× the floor ({a - gm:.1f} ms beyond it) | {gm:.1f} ms; step = {b / gm:.2f}× "
-                  f"({b - gm:.1f} ms beyond) | — |")
+            floor_row("GEMM-only floor of the step (forward + backward matrix products)", "step", "gemm", "step", "gemm")
+            fa, ga_ = g("step", "go", "allocs_per_step"), g("step-generic", "go", "allocs_per_step")
+            if fa is not None and ga_ is not None:
+                p(f"| tensor allocations per step (tracked CPU allocator): fused / autograd path | {t} | "
+                  f"{fa:.1f} / {ga_:.0f} ({g('step', 'go', 'transient_mib'):.1f} / {g('step-generic', 'go', 'transient_mib'):.1f} MiB transient) | — | — |")
+            fo, go_ = g("step", "go", "kernels_per_step"), g("step-generic", "go", "kernels_per_step")
+            if fo is not None and go_ is not None:
+                p(f"| libtorch ops per training step (all / data kernels): fused / autograd path | {t} | "
+                  f"{g('step', 'go', 'ops_per_step'):.0f} / {fo:.0f}; {g('step-generic', 'go', 'ops_per_step'):.0f} / {go_:.0f} | — | — |")
+            step_row("Autoencoder training step, 2,000 genes, batch 128", "ae", "ae")
+            step_row("same, gotorch-train's autograd path (`--train_step generic`)", "ae-generic", "ae")
+            a, b = g("ae", "go", "train_peak_rss_mib"), g("ae", "pytorch", "train_peak_rss_mib")
+            if a and b:
+                p(f"| Autoencoder training peak RSS | {t} | {a:.0f} MiB | {b:.0f} MiB | **{a / b:.2f}×** of PyTorch's |")
+            floor_row("GEMM-only floor of the autoencoder step", "ae", "ae-gemm", "ae", "ae-gemm")
         p("")
+    targets(m, modes, threads)
     if gob:
         step = m.get(("default", "step", "go", 1, "ms_per_step")) or m.get(("matched", "step", "go", 1, "ms_per_step"))
         p("## Memory monitor cost\n")
