@@ -51,7 +51,7 @@ help:
 	@sed -n '3,8p' Makefile
 
 # ---------------------------------------------------------------- deps
-DEBIAN_PACKAGES := libtorch-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
+DEBIAN_PACKAGES := libtorch-dev libgloo-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
 	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy debootstrap shellcheck time rsync
 
 deps:

@@ -520,8 +520,9 @@ typedef struct {
   const char *host;   /* the server's address (for the server itself: where clients connect) */
   int32_t port;       /* 0 with is_server: pick a free port (cgt_store_port reads it) */
   int32_t is_server;  /* host the store in this process */
-  int32_t world_size; /* > 0 with is_server and wait_workers: the clients to wait for */
-  int32_t wait_workers;
+  int32_t world_size; /* processes of the job, the server's included (0: unknown) */
+  int32_t wait_workers; /* with world_size: every process registers itself, and the
+                           server returns once all have (PyTorch's wait_for_workers) */
   int64_t timeout_ms; /* connect, get and wait timeout */
   const char *prefix; /* NULL or "": none; else every key is prefixed (c10d::PrefixStore) */
 } cgt_tcp_store_options;

@@ -9,7 +9,9 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -46,8 +48,11 @@ type TCPStoreConfig struct {
 	// Server hosts the store in this process.
 	Server bool
 	// WorldSize is the number of processes that will connect (the server
-	// included); with Server and WaitWorkers the constructor returns once
-	// they all have, or fails after Timeout.
+	// included). With WaitWorkers, set on every process, each registers
+	// itself and the server's constructor returns once all WorldSize have
+	// (after Timeout it returns anyway, and the rendezvous that follows
+	// fails). A client that does not register makes the server wait its
+	// whole timeout.
 	WorldSize   int
 	WaitWorkers bool
 	// Timeout bounds connecting and every get/wait.
@@ -64,9 +69,23 @@ type Store struct {
 }
 
 // NewTCPStore connects to (or, with cfg.Server, starts) a TCPStore.
+//
+// A client first waits, up to cfg.Timeout, until the server accepts
+// connections. libtorch 1.13's client retries connect() in a loop, and when
+// it starts before the server (launchers start all ranks at once) a retry
+// can pick the server's port as its own ephemeral port on the same host:
+// Linux then connects the socket to itself (TCP simultaneous open), the
+// client talks to itself and the rendezvous times out. Go's dialer detects
+// and retries such self-connections, so once it gets through, the server is
+// listening and the port can no longer be taken.
 func NewTCPStore(cfg TCPStoreConfig) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		return nil, misuse("tcp_store_new", "timeout must be positive")
+	}
+	if !cfg.Server {
+		if err := waitListening(cfg.Host, cfg.Port, cfg.Timeout); err != nil {
+			return nil, err
+		}
 	}
 	host := C.CString(cfg.Host)
 	defer C.free(unsafe.Pointer(host))
@@ -84,6 +103,24 @@ func NewTCPStore(cfg TCPStoreConfig) (*Store, error) {
 		return nil, err
 	}
 	return &Store{h: unsafe.Pointer(h)}, nil
+}
+
+// waitListening dials host:port until a connection succeeds or timeout.
+func waitListening(host string, port int, timeout time.Duration) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		c, err := net.DialTimeout("tcp", addr, min(left, 5*time.Second))
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().Add(100 * time.Millisecond).After(deadline) {
+			return &Error{Code: CodeDistTimeout, Op: "tcp_store_new",
+				Msg: fmt.Sprintf("no store server answered at %s within %v: %v", addr, timeout, err)}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (s *Store) ptr(op string) (C.cgt_store, error) {

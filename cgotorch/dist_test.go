@@ -20,7 +20,11 @@ import (
 const (
 	envPeer     = "CGOTORCH_DIST_TEST_PEER" // scenario name
 	envPeerPort = "CGOTORCH_DIST_TEST_PORT"
-	peerTimeout = 3 * time.Second
+	// peerTimeout bounds the collectives; the store's timeout is longer, so
+	// that a peer process that is slow to start (a loaded machine) does not
+	// fail the rendezvous.
+	peerTimeout  = 3 * time.Second
+	storeTimeout = time.Minute
 )
 
 func requireGloo(t *testing.T) {
@@ -66,12 +70,17 @@ func startPeer(t *testing.T, scenario string, port int) (*exec.Cmd, func() error
 // join creates the store (server on a free port for rank 0) and the group.
 func join(t testing.TB, rank, port int, timeout time.Duration) (*ct.Store, *ct.ProcessGroup) {
 	t.Helper()
-	st, err := ct.NewTCPStore(ct.TCPStoreConfig{Host: "127.0.0.1", Port: port, Server: rank == 0, WorldSize: 2, Timeout: timeout})
+	st, err := ct.NewTCPStore(ct.TCPStoreConfig{Host: "127.0.0.1", Port: port, Server: rank == 0, WorldSize: 2, Timeout: storeTimeout})
 	if err != nil {
 		t.Fatalf("rank %d: store: %v", rank, err)
 	}
 	if rank == 0 && port == 0 {
 		return st, nil
+	}
+	// Rank 0 joins the group once rank 1 is up: the group's short timeout
+	// covers its rendezvous too, and a process may be slow to start.
+	if err := st.Set("peer/ready", []byte{1}); err != nil {
+		t.Fatalf("rank %d: store: %v", rank, err)
 	}
 	pg, err := ct.NewProcessGroup(st, ct.ProcessGroupConfig{Backend: ct.Gloo, Rank: rank, Size: 2, Timeout: timeout, Device: ct.CPU, Interface: "lo"})
 	if err != nil {
@@ -91,6 +100,10 @@ func serve(t *testing.T, scenario string) (*ct.ProcessGroup, *ct.Store, func() e
 		t.Fatal(err)
 	}
 	_, wait := startPeer(t, scenario, port)
+	if _, err := st.Get("peer/ready"); err != nil {
+		st.Close()
+		t.Fatalf("rank 1 did not connect: %v (%v)", err, wait())
+	}
 	pg, err := ct.NewProcessGroup(st, ct.ProcessGroupConfig{Backend: ct.Gloo, Rank: 0, Size: 2, Timeout: peerTimeout, Device: ct.CPU, Interface: "lo"})
 	if err != nil {
 		st.Close()

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT=${TRIXIE_ROOT:-/var/tmp/gotorch-trixie}
 REPO=$PWD
 DATA=${GOTORCH_TESTDATA_DIR:-$REPO/../shared/data}
-PKGS="libtorch-dev g++ make python3-torch python3-numpy python3-safetensors"
+PKGS="libtorch-dev libgloo-dev g++ make python3-torch python3-numpy python3-safetensors"
 
 if ! chroot "$ROOT" sh -c "dpkg -s $PKGS >/dev/null 2>&1" 2>/dev/null; then
   echo "== creating the trixie chroot in $ROOT (libtorch 2.x)"

@@ -115,14 +115,22 @@ void check_tensor(const Group &g, const at::Tensor &t, const char *op) {
                        ", the process group on " + g.device.str());
 }
 
+// live returns the group's backend, or throws once the handle was freed
+// (an autograd node may outlive it).
+BackendBase &live(const Group &g, const char *op) {
+  if (!g.pg) throw cgt::dist_error(CGT_ERR_DIST, std::string(op) + ": the process group was closed");
+  return *g.pg;
+}
+
 void all_reduce_sum(const Group &g, at::Tensor &t, const char *op) {
   check_tensor(g, t, op);
   if (g.size == 1) return;
+  BackendBase &pg = live(g, op);
   std::vector<at::Tensor> ts{t};
   try {
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
-    wait(g.pg->allreduce(ts, o), g);
+    wait(pg.allreduce(ts, o), g);
   } catch (...) {
     rethrow_classified(op);
   }
@@ -187,8 +195,12 @@ cgt_status cgt_tcp_store_new(cgt_tcp_store_options o, cgt_store *out) noexcept {
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(o.port);
   so.isServer = o.is_server != 0;
-  if (o.is_server && o.world_size > 0) so.numWorkers = static_cast<std::size_t>(o.world_size);
-  so.waitWorkers = o.is_server != 0 && o.wait_workers != 0 && o.world_size > 0;
+  // With wait_workers every process registers itself (a client) and the
+  // server's constructor returns once world_size have (PyTorch's
+  // wait_for_workers); a client that does not register leaves the server
+  // waiting until its timeout.
+  if (o.world_size > 0) so.numWorkers = static_cast<std::size_t>(o.world_size);
+  so.waitWorkers = o.wait_workers != 0 && o.world_size > 0;
   so.timeout = ms(o.timeout_ms);
 #if CGT_TORCH_AT_LEAST(2, 0)
   so.multiTenant = true;
@@ -350,6 +362,13 @@ cgt_status cgt_process_group_new(cgt_store s, cgt_process_group_options o,
 void cgt_process_group_free(cgt_process_group g) noexcept {
   if (g == nullptr) return;
   try {
+    // Leave the group now (its connections close, so peers blocked in a
+    // collective with this rank fail at once), even if autograd nodes
+    // still hold the shared state: they then fail with CGT_ERR_DIST.
+    if (g->g) {
+      g->g->pg.reset();
+      g->g->store.reset();
+    }
     delete g;
   } catch (...) {
   }
@@ -378,11 +397,12 @@ cgt_status cgt_broadcast_(cgt_process_group h, cgt_tensor t, int32_t root) noexc
   if (g.size == 1) return cgt::ok();
   c10::NoGradGuard ng;
   std::vector<at::Tensor> ts{x};
+  BackendBase &pg = live(g, "broadcast");
   try {
     c10d::BroadcastOptions o;
     o.rootRank = root;
     o.rootTensor = 0;
-    wait(g.pg->broadcast(ts, o), g);
+    wait(pg.broadcast(ts, o), g);
   } catch (...) {
     rethrow_classified("broadcast");
   }
