@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
@@ -74,6 +75,13 @@ type TrainConfig struct {
 	// AfterStep, if set, is called after every step's update at the fixed
 	// phase where memory is sampled (the memory monitor).
 	AfterStep func(step int)
+	// Comm, if not nil, makes this process one rank of a data-parallel
+	// run: BatchSize stays the global batch, each rank densifies and
+	// computes an equal shard of it, BatchNorm normalises with the global
+	// batch's statistics (SetBatchNormSync), gradients are summed over the
+	// ranks before the update, rank 0's state is broadcast at the start and
+	// only rank 0 writes checkpoints. Dropout must be 0.
+	Comm *dist.Comm
 }
 
 // DefaultTrainConfig is the reference's training for genes genes on the
@@ -187,11 +195,14 @@ type trainer struct {
 
 	step      int // label of the next step
 	lastSaved int
+
+	comm *dist.Comm // nil: a single process
+	dp   dpStep
 }
 
 func newTrainer(cfg TrainConfig, data RowSource) (tr *trainer, err error) {
 	tr = &trainer{cfg: cfg, out: cfg.Out, data: data, lastSaved: -1,
-		pcg: rand.NewPCG(cfg.Seed, 0x5ce11d1f)}
+		pcg: rand.NewPCG(cfg.Seed, 0x5ce11d1f), comm: cfg.Comm}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
@@ -228,11 +239,25 @@ func newTrainer(cfg TrainConfig, data RowSource) (tr *trainer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tr.host = make([]float32, cfg.BatchSize*int(cfg.Model.Genes))
-	if cfg.Resume != "" {
-		if err := tr.resume(cfg.Resume); err != nil {
+	rows := int64(cfg.BatchSize)
+	if tr.comm != nil {
+		if rows, err = tr.setupDist(); err != nil {
 			return nil, err
 		}
+	}
+	tr.host = make([]float32, rows*cfg.Model.Genes)
+	// Only rank 0 reads the checkpoint; startDist hands its state to the others.
+	var resumeErr error
+	if cfg.Resume != "" && tr.comm.IsRoot() {
+		resumeErr = tr.resume(cfg.Resume)
+	}
+	if tr.comm != nil {
+		err = tr.startDist(resumeErr)
+	} else {
+		err = resumeErr
+	}
+	if err != nil {
+		return nil, err
 	}
 	return tr, nil
 }
@@ -245,6 +270,7 @@ func (tr *trainer) close() {
 	tr.m.Free()
 	tr.v.Free()
 	tr.lossSum.Free()
+	tr.dp.free()
 }
 
 func (tr *trainer) announce() {
@@ -267,20 +293,31 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 	finish := func() {
 		res.Steps, res.NextStep, res.Duration = tr.step-first, tr.step, time.Since(start)
 	}
-	for tr.step < tr.cfg.MaxSteps {
-		if ctx.Err() != nil {
-			if tr.step > first && tr.lastSaved != tr.step-1 {
-				if err := tr.save(tr.step - 1); err != nil {
-					finish()
-					return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
-				}
+	interrupt := func() (Result, error) {
+		if tr.step > first && tr.lastSaved != tr.step-1 {
+			if err := tr.save(tr.step - 1); err != nil {
+				finish()
+				return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
 			}
-			res.Checkpoint = tr.lastPath()
-			finish()
-			return res, fmt.Errorf("%w at step %d; checkpoint %q", ErrInterrupted, tr.step, res.Checkpoint)
+		}
+		res.Checkpoint = tr.lastPath()
+		finish()
+		return res, fmt.Errorf("%w at step %d; checkpoint %q", ErrInterrupted, tr.step, res.Checkpoint)
+	}
+	for tr.step < tr.cfg.MaxSteps {
+		// Data-parallel ranks carry a stop request, and their clock, into
+		// the step's agreement, so that every rank stops after the same step.
+		tr.dp.stopRequested = ctx.Err() != nil
+		tr.dp.timeUp = tr.cfg.MaxDuration > 0 && time.Since(start) >= tr.cfg.MaxDuration
+		if tr.dp.stopRequested && tr.comm == nil {
+			return interrupt()
 		}
 		label := tr.step
 		if err := tr.runStep(); err != nil {
+			if tr.comm != nil {
+				err = tr.stopOnFailure(err, first)
+				res.Checkpoint = tr.lastPath()
+			}
 			finish()
 			return res, fmt.Errorf("autoencoder: step %d: %w", label, err)
 		}
@@ -303,6 +340,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 			}
 		}
 		overtime := tr.cfg.MaxDuration > 0 && time.Since(start) >= tr.cfg.MaxDuration
+		if tr.comm != nil {
+			overtime = tr.dp.timeUpAgreed
+		}
 		if label%tr.cfg.CheckpointFreq == 0 || last || overtime {
 			if err := tr.save(label); err != nil {
 				finish()
@@ -313,6 +353,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 			fmt.Fprintf(tr.out, "stopping after step %d: the run exceeded %v\n", label, tr.cfg.MaxDuration)
 			res.StoppedEarly = true
 			break
+		}
+		if tr.dp.stopAgreed && !last {
+			return interrupt()
 		}
 	}
 	res.Checkpoint = tr.lastPath()
@@ -332,6 +375,7 @@ func (tr *trainer) lastPath() string {
 func (tr *trainer) nextBatch() []int64 {
 	b, n := tr.cfg.BatchSize, tr.data.Rows()
 	if tr.perm == nil || (tr.pos+1)*b > n {
+		tr.dp.keepPerm(tr.perm) // a data-parallel step may be undone
 		if tr.perm == nil {
 			tr.perm = make([]int64, n)
 		}
@@ -349,18 +393,43 @@ func (tr *trainer) nextBatch() []int64 {
 }
 
 func (tr *trainer) runStep() error {
-	idx := tr.nextBatch()
-	if err := tr.data.Dense(idx, tr.host); err != nil {
-		return fmt.Errorf("reading a batch: %w", err)
+	if tr.comm != nil {
+		tr.markStep()
 	}
 	s := ct.NewScope()
 	defer s.Close()
+	var loss *ct.Tensor
+	lerr := func() error {
+		idx := tr.nextBatch()
+		if tr.comm != nil {
+			idx = idx[tr.dp.off : tr.dp.off+tr.dp.n] // this rank's shard
+		}
+		if err := tr.data.Dense(idx, tr.host); err != nil {
+			return fmt.Errorf("reading a batch: %w", err)
+		}
+		return ct.Try(func() {
+			c := tr.cfg
+			x := s.FromBytes(f32bytes(tr.host), ct.Options{DType: ct.Float32, Device: c.Device}, int64(len(idx)), c.Model.Genes)
+			loss = tr.model.Loss(x)
+			if tr.comm != nil {
+				// This shard's share of the global batch's mean: the sum
+				// over ranks of the gradients is the single-process one.
+				loss = loss.MulScalar(float64(len(idx)) / float64(c.BatchSize))
+			}
+			loss.Backward()
+		})
+	}()
+	if tr.comm != nil {
+		// The seam between gradient production and the update: agree on
+		// the step, sum the loss and the gradients over the ranks.
+		loss, lerr = tr.reduceStep(s, loss, lerr)
+	}
+	if lerr != nil {
+		return lerr
+	}
 	var stepErr error
 	err := ct.Try(func() {
 		c := tr.cfg
-		x := s.FromBytes(f32bytes(tr.host), ct.Options{DType: ct.Float32, Device: c.Device}, int64(c.BatchSize), c.Model.Genes)
-		loss := tr.model.Loss(x)
-		loss.Backward()
 		tr.adamStep++
 		opt := ct.AdamWConfig{LR: c.LR, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
 		stepErr = ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, opt, ct.FusedStep{ZeroGrad: true})
@@ -388,6 +457,10 @@ func (tr *trainer) log(label int) (LogPoint, error) {
 // with SaveState, its sidecar (written second: a checkpoint whose sidecar
 // is missing resumes from its weights only).
 func (tr *trainer) save(label int) error {
+	if !tr.comm.IsRoot() { // data-parallel ranks hold identical state: rank 0 writes it
+		tr.lastSaved = label
+		return nil
+	}
 	path := filepath.Join(tr.cfg.SaveDir, CheckpointName(tr.cfg.FileSeed, label))
 	if err := tr.model.Save(path); err != nil {
 		return err

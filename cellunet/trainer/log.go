@@ -118,6 +118,9 @@ func openProgress(dir string, cols []string) (*progressWriter, error) {
 }
 
 func (p *progressWriter) row(kv map[string]float64) error {
+	if p == nil { // a data-parallel rank other than 0
+		return nil
+	}
 	fields := make([]string, len(p.cols))
 	for i, c := range p.cols {
 		if v, ok := kv[c]; ok && !math.IsNaN(v) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
@@ -45,6 +46,9 @@ type trainer struct {
 	sampler           diffusion.Sampler
 	data              *batcher
 	dataGen, noiseGen *ct.Generator
+
+	comm *dist.Comm // nil: a single process
+	dp   dpStep     // this step's data-parallel state
 
 	m, v     *ct.Tensor   // AdamW moments over the flat parameters
 	emas     []*ct.Tensor // one flat copy per EMA rate
@@ -81,7 +85,7 @@ func Train(ctx context.Context, cfg Config, data *ct.Tensor) (res Result, err er
 }
 
 func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
-	tr = &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
+	tr = &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1, comm: cfg.Comm}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
@@ -107,7 +111,9 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	// Flat parameters (AdamW and the EMAs are single passes); gradients stay
 	// autograd's own tensors, taken without a copy and released after the
 	// update, so there is no zeroing pass and no accumulation into a buffer.
-	if err := tr.store.FlattenParams(); err != nil {
+	// Data-parallel ranks accumulate into one flat gradient buffer instead:
+	// the buffer is what one all-reduce sums over the ranks.
+	if err := tr.flatten(); err != nil {
 		return nil, err
 	}
 	if tr.diff, err = diffusion.New(cfg.Diffusion, cfg.Device); err != nil {
@@ -147,20 +153,38 @@ func newTrainer(cfg Config, data *ct.Tensor) (tr *trainer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.ResumeCheckpoint != "" {
-		dir, label, complete, err := resumePoint(cfg.ResumeCheckpoint)
-		if err != nil {
-			return nil, err
-		}
-		if err := tr.restore(dir, label, complete); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
+	// Only rank 0 reads the checkpoint; startDist hands its state to the others.
+	var resumeErr error
+	if cfg.ResumeCheckpoint != "" && tr.comm.IsRoot() {
+		resumeErr = tr.resume()
 	}
-	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
+	if tr.comm != nil {
+		err = tr.startDist(data, resumeErr)
+	} else {
+		err = resumeErr
+	}
+	if err != nil {
 		return nil, err
 	}
+	if tr.comm.IsRoot() {
+		if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
+			return nil, err
+		}
+	}
 	return tr, nil
+}
+
+// resume restores cfg.ResumeCheckpoint.
+func (tr *trainer) resume() error {
+	dir, label, complete, err := resumePoint(tr.cfg.ResumeCheckpoint)
+	if err != nil {
+		return err
+	}
+	if err := tr.restore(dir, label, complete); err != nil {
+		return err
+	}
+	fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
+	return nil
 }
 
 func (tr *trainer) close() {
@@ -213,10 +237,16 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 	res := Result{}
 	total := tr.cfg.LRAnnealSteps
 	for total == 0 || tr.step < total {
-		if err := ctx.Err(); err != nil {
+		// Data-parallel ranks carry a stop request into the step's
+		// agreement instead, so that every rank stops after the same step.
+		tr.dp.stopRequested = ctx.Err() != nil
+		if tr.dp.stopRequested && tr.comm == nil {
 			return tr.interrupt(res, first, start)
 		}
 		if err := tr.runStep(); err != nil {
+			if tr.comm != nil {
+				return tr.stopOnFailure(res, first, start, err)
+			}
 			res.Steps, res.NextStep, res.Microbatch, res.Duration = tr.step-first, tr.step, tr.mb, time.Since(start)
 			return res, fmt.Errorf("step %d: %w", tr.step, err)
 		}
@@ -227,6 +257,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 				return res, err
 			}
 			res.Checkpoint = modelFile(tr.cfg.SaveDir, label)
+		}
+		if tr.dp.stopAgreed && (total == 0 || tr.step < total) {
+			return tr.interrupt(res, first, start)
 		}
 	}
 	// Final checkpoint unless the last in-loop step was just saved.
@@ -263,18 +296,41 @@ func (tr *trainer) runStep() (err error) {
 	}
 	s := ct.NewScope()
 	defer s.Close()
-	return ct.Try(func() {
+	if tr.comm != nil {
+		tr.markStep()
+	}
+	B := int64(tr.cfg.BatchSize)
+	var t, w, mse *ct.Tensor
+	ferr := ct.Try(func() {
 		// The whole batch's randomness is drawn before it is split, so the
-		// step's result does not depend on the microbatch (OOM retries).
-		batch := tr.data.next(s)
-		B := int64(tr.cfg.BatchSize)
-		t, w := tr.sampler.Sample(s, B, tr.noiseGen)
-		noise := s.Randn(ct.On(tr.dev), tr.noiseGen, B, tr.cfg.Model.InputDim)
-
-		mse, ferr := tr.forwardBackward(s, batch, t, w, noise)
-		if ferr != nil {
-			panic(ferr)
+		// step's result does not depend on the microbatch (OOM retries) or
+		// on the number of data-parallel ranks (each takes its shard).
+		off, n := tr.dp.off, B
+		if tr.comm != nil {
+			n = tr.dp.n
 		}
+		batch := tr.data.nextRows(s, off, n)
+		t, w = tr.sampler.Sample(s, B, tr.noiseGen)
+		noise := s.Randn(ct.On(tr.dev), tr.noiseGen, B, tr.cfg.Model.InputDim)
+		var err error
+		if tr.comm != nil {
+			mse, err = tr.forwardBackward(s, batch, s.Adopt(t.Narrow(0, off, n)), s.Adopt(w.Narrow(0, off, n)), s.Adopt(noise.Narrow(0, off, n)))
+		} else {
+			mse, err = tr.forwardBackward(s, batch, t, w, noise)
+		}
+		if err != nil {
+			panic(err)
+		}
+	})
+	if tr.comm != nil {
+		// The seam between gradient production and the optimizer: agree
+		// on the step, gather the per-sample losses, sum the gradients.
+		mse, ferr = tr.reduceStep(s, mse, ferr)
+	}
+	if ferr != nil {
+		return ferr
+	}
+	return ct.Try(func() {
 		grads, numel := tr.store.Grads(s)
 		if h := tr.cfg.Hooks.AfterBackward; h != nil {
 			h(label, grads)
@@ -303,6 +359,7 @@ func (tr *trainer) runStep() (err error) {
 			cfg := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
 			if err := ct.FusedAdamW(tr.store.FlatParams(), nil, tr.m, tr.v, tr.adamStep, cfg, ct.FusedStep{
 				Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq,
+				ZeroGrad: tr.store.FlatGrads() != nil,
 			}); err != nil {
 				panic(err)
 			}
@@ -311,11 +368,16 @@ func (tr *trainer) runStep() (err error) {
 				tr.lg += tr.cfg.ScaleGrowth
 			}
 		}
-		// Release the gradients; the next backward allocates fresh ones.
+		// Release the gradients; the next backward allocates fresh ones
+		// (a flat gradient buffer was zeroed by the update instead).
 		for _, g := range grads {
 			g.Free()
 		}
-		tr.store.ClearGrads()
+		if tr.store.FlatGrads() == nil {
+			tr.store.ClearGrads()
+		} else if skipped {
+			tr.store.ZeroGrad()
+		}
 		tr.win.addSamples(s, mse, w, t)
 		tr.sampler.Update(t, mse)
 		// The reference anneals after every step, taken or not:
@@ -346,7 +408,7 @@ func (tr *trainer) forwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor) (
 		if !errors.Is(err, ct.ErrOutOfMemory) || !tr.cfg.OOMRetry || tr.mb <= 1 {
 			return nil, err
 		}
-		if zerr := ct.Try(func() { tr.store.ClearGrads() }); zerr != nil {
+		if zerr := ct.Try(tr.resetGrads); zerr != nil {
 			return nil, zerr
 		}
 		if tr.dev.IsCUDA() {
@@ -367,8 +429,9 @@ func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor
 	attempt := ct.NewScope()
 	defer attempt.Close()
 	var parts []*ct.Tensor
-	for off := int64(0); off < B; off += int64(mb) {
-		n := min(int64(mb), B-off)
+	rows := batch.Dim(0) // B, or a data-parallel rank's shard of it
+	for off := int64(0); off < rows; off += int64(mb) {
+		n := min(int64(mb), rows-off)
 		micro := ct.NewScope()
 		err := micro.Run(func() error {
 			x0 := micro.Adopt(batch.Narrow(0, off, n))
@@ -449,6 +512,7 @@ func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
 	cfg.ResumeCheckpoint = ""
 	cfg.Hooks = Hooks{}
 	cfg.Out = nil
+	cfg.Comm = nil // a probe is a single process
 	dir, err := os.MkdirTemp("", "gotorch-preflight-")
 	if err != nil {
 		return nil, err
