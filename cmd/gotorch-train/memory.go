@@ -33,6 +33,9 @@ type memoryRun struct {
 	fp16, bf16            bool
 	saveDir               string
 	out                   io.Writer // nil: the command's output
+	// rank > 0: a data-parallel rank other than 0, which writes no memory
+	// series or plot (rank 0 does) and numbers its out-of-memory report.
+	rank int
 }
 
 // memory wires the monitor package into a command: the Step lines,
@@ -60,6 +63,11 @@ func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
 	if plot == "" && dir != "" {
 		plot = filepath.Join(dir, "memory.svg")
 	}
+	report := filepath.Join(dir, "oom_report.json")
+	if run.rank > 0 {
+		series, plot = "", ""
+		report = filepath.Join(dir, fmt.Sprintf("oom_report.rank%d.json", run.rank))
+	}
 	for _, p := range []string{series, plot} {
 		if p != "" {
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -81,7 +89,7 @@ func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
 		Out:             out,
 		SeriesPath:      series,
 		PlotPath:        plot,
-		ReportPath:      filepath.Join(dir, "oom_report.json"),
+		ReportPath:      report,
 		Device:          dev.Index,
 		DisableCUDA:     !dev.IsCUDA(),
 		LogFreeCache:    c.Bool("log_free_cache"),

@@ -46,7 +46,7 @@ func newTrainCommand() *cli.Command {
 			&cli.BoolFlag{Name: "use_fp16", Usage: "fp16 autocast with float32 master weights and dynamic loss scaling (CUDA)", EnvVars: env("use_fp16"), Category: catMemory},
 			&cli.StringFlag{Name: "precision", Value: "fp32", Usage: "fp32, fp16 or bf16 (CUDA autocast); --use_fp16 means fp16", EnvVars: env("precision"), Category: catMemory},
 			&cli.BoolFlag{Name: "oom_retry", Value: true, Usage: "on out-of-memory, rerun the step with half the microbatch (batch unchanged) and continue", EnvVars: env("oom_retry"), Category: catMemory},
-		}, memoryFlags(), runtimeFlags()),
+		}, memoryFlags(), runtimeFlags(), distFlags()),
 		Action: runTrain,
 	}
 }
@@ -77,6 +77,12 @@ func runTrain(c *cli.Context) error {
 		cfg.Precision = trainer.FP16
 	}
 	cfg.OOMRetry = c.Bool("oom_retry")
+	dr, err := newDistRun(c, cfg.BatchSize)
+	if err != nil {
+		return err
+	}
+	raw := out
+	out = dr.logOut(out)
 	// On a terminal a progress bar runs between the log lines.
 	prog := newProgress(out, "train", cfg.LRAnnealSteps)
 	defer prog.done()
@@ -88,7 +94,8 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	cfg.Device = dev
-	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, microbatch: cfg.Microbatch, fp16: cfg.Precision == trainer.FP16, saveDir: cfg.SaveDir, out: out})
+	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, microbatch: cfg.Microbatch, fp16: cfg.Precision == trainer.FP16, saveDir: cfg.SaveDir,
+		out: dr.memWriter(out, raw), rank: dr.world.Rank})
 	if err != nil {
 		return err
 	}
@@ -105,7 +112,7 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(classes) > 0 {
+	if len(classes) > 0 && dr.root() {
 		if err := writeLines(filepath.Join(cfg.SaveDir, "classes.txt"), classes); err != nil {
 			return err
 		}
@@ -126,12 +133,16 @@ func runTrain(c *cli.Context) error {
 		afterStep(step, info)
 		prog.step(step)
 	}
+	if cfg.Comm, err = dr.join(out, dev, cfg.BatchSize); err != nil {
+		return dr.result(err)
+	}
+	defer cfg.Comm.Close()
 	var res trainer.Result
-	err = mem.guard(func() error {
+	err = dr.result(mem.guard(func() error {
 		var err error
 		res, err = trainer.Train(c.Context, cfg, data)
 		return err
-	})
+	}))
 	if errors.Is(err, trainer.ErrInterrupted) {
 		fmt.Fprintf(out, "interrupted after step %d: checkpoint %s written; continue with --resume_checkpoint %s\n",
 			res.NextStep-1, res.Checkpoint, cfg.SaveDir)
@@ -142,7 +153,8 @@ func runTrain(c *cli.Context) error {
 	}
 	fmt.Fprintf(out, "trained %d steps in %.1fs (%.2f steps/s); checkpoint %s\n", res.Steps, res.Duration.Seconds(),
 		float64(res.Steps)/res.Duration.Seconds(), res.Checkpoint)
-	if configured := min(cfg.BatchSize, max(cfg.Microbatch, 0)); res.Microbatch < cfg.BatchSize && (configured == 0 || res.Microbatch < configured) {
+	rows := cfg.BatchSize / dr.world.Size // per process
+	if configured := min(rows, max(cfg.Microbatch, 0)); res.Microbatch < rows && (configured == 0 || res.Microbatch < configured) {
 		fmt.Fprintf(out, "note: out-of-memory retries reduced the microbatch to %d; use --microbatch %d next time\n", res.Microbatch, res.Microbatch)
 	}
 	return nil

@@ -31,13 +31,19 @@ func newTrainAECommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1234, Usage: "random seed (initialisation, data order)", EnvVars: env("seed"), Category: catTrain},
 			&cli.IntFlag{Name: "file_seed", Value: 0, Usage: "the {seed} in checkpoint names (the reference's --seed, which only names files)", EnvVars: env("file_seed"), Category: catTrain},
 			&cli.StringFlag{Name: "resume_checkpoint", Usage: "continue from `FILE` model_seed=S_step=N.pt", EnvVars: env("resume_checkpoint"), Category: catTrain},
-		}, memoryFlags(), runtimeFlags()),
+		}, memoryFlags(), runtimeFlags(), distFlags()),
 		Action: runTrainAE,
 	}
 }
 
 func runTrainAE(c *cli.Context) error {
 	out := c.App.Writer
+	dr, err := newDistRun(c, c.Int("batch_size"))
+	if err != nil {
+		return err
+	}
+	raw := out
+	out = dr.logOut(out)
 	dev, err := setup(c)
 	if err != nil {
 		return err
@@ -51,12 +57,14 @@ func runTrainAE(c *cli.Context) error {
 		return dataErr(fmt.Errorf("--num_genes %d but %s has %d genes after filtering (genes in >= 3 cells)", n, c.String("data_dir"), genes))
 	}
 	dir := c.String("save_dir")
-	if err := writeLines(filepath.Join(dir, "genes.txt"), pp.Genes); err != nil {
-		return err
-	}
-	if len(pp.Classes) > 0 {
-		if err := writeLines(filepath.Join(dir, "classes.txt"), pp.Classes); err != nil {
+	if dr.root() {
+		if err := writeLines(filepath.Join(dir, "genes.txt"), pp.Genes); err != nil {
 			return err
+		}
+		if len(pp.Classes) > 0 {
+			if err := writeLines(filepath.Join(dir, "classes.txt"), pp.Classes); err != nil {
+				return err
+			}
 		}
 	}
 	cfg := autoencoder.DefaultTrainConfig(genes)
@@ -79,7 +87,7 @@ func runTrainAE(c *cli.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, out: out})
+	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, out: dr.memWriter(out, raw), rank: dr.world.Rank})
 	if err != nil {
 		return err
 	}
@@ -90,12 +98,16 @@ func runTrainAE(c *cli.Context) error {
 		mem.afterStep(step)
 		prog.step(step)
 	}
+	if cfg.Comm, err = dr.join(out, dev, cfg.BatchSize); err != nil {
+		return dr.result(err)
+	}
+	defer cfg.Comm.Close()
 	var res autoencoder.Result
-	err = mem.guard(func() error {
+	err = dr.result(mem.guard(func() error {
 		var err error
 		res, err = autoencoder.Train(c.Context, cfg, rowSource(pp.X))
 		return err
-	})
+	}))
 	if errors.Is(err, autoencoder.ErrInterrupted) {
 		fmt.Fprintf(out, "interrupted: checkpoint %s written; continue with --resume_checkpoint %s\n", res.Checkpoint, res.Checkpoint)
 		return nil
