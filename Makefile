@@ -100,6 +100,7 @@ test-race: $(SHIM)
 bench: $(SHIM)
 	./scripts/bench.sh
 	./scripts/bench-data.sh
+	./scripts/bench-dist.sh
 
 # Golden fixtures for the parity tests, from Debian's python3-torch.
 fixtures:

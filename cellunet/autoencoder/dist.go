@@ -59,6 +59,9 @@ func (tr *trainer) setupDist() (int64, error) {
 		return 0, err
 	}
 	tr.dp.off, tr.dp.n = int(off), int(n)
+	if err := tr.comm.Reserve(1); err != nil {
+		return 0, err
+	}
 	tr.model.SetBatchNormSync(tr.comm.SumAutograd, int64(c.BatchSize))
 	for _, p := range tr.store.All() {
 		if p.Buffer {
@@ -152,7 +155,7 @@ func (tr *trainer) reduceStep(s *ct.Scope, loss *ct.Tensor, localErr error) (*ct
 		tr.comm.Abort(err)
 		return nil, err
 	}
-	ag, err := tr.comm.Exchange(s, st, payload)
+	ag, err := tr.comm.Exchange(s, st, payload, 1)
 	if err != nil {
 		return nil, fmt.Errorf("agreeing on the step with the other processes: %w", tr.comm.Explain(err))
 	}

@@ -32,6 +32,7 @@ type Comm struct {
 	world World
 	store *ct.Store
 	pg    *ct.ProcessGroup
+	xbuf  *ct.Tensor // Exchange's buffer (see Reserve)
 }
 
 // Join connects to the job w describes: rank 0 hosts the TCPStore (unless
@@ -81,6 +82,22 @@ func (c *Comm) Close() {
 	}
 	c.pg.Close()
 	c.store.Close()
+	c.xbuf.Free()
+	c.xbuf = nil
+}
+
+// Reserve allocates Exchange's buffer for payloads of up to n values now,
+// so that the per-step agreement allocates nothing: a rank that has just
+// run out of memory can still take part in it.
+func (c *Comm) Reserve(n int64) error {
+	need := int64(c.Size()) + n
+	if c.xbuf != nil && c.xbuf.Numel() >= need {
+		return nil
+	}
+	return ct.Try(func() {
+		c.xbuf.Free()
+		c.xbuf = ct.Zeros(ct.On(c.pg.Device()), need)
+	})
 }
 
 // World is the job's description.
@@ -190,8 +207,9 @@ func (e *PeerError) Is(target error) bool { return target == ErrPeerFailed }
 // over ranks of the payloads.
 type Agreement struct {
 	Statuses []Status
-	// Payload is the sum over ranks of the payloads (nil without one),
-	// owned by the scope given to Exchange.
+	// Payload is the sum over ranks of the payloads ([n], nil for n = 0): a
+	// view of the reserved buffer, its handle owned by the scope given to
+	// Exchange.
 	Payload *ct.Tensor
 }
 
@@ -222,23 +240,25 @@ func (a Agreement) Failed() (rank int, st Status, ok bool) {
 }
 
 // Exchange is the per-step agreement: one all-reduce of W status slots
-// followed by the payload (float32 [n] on the group's device, or nil), and
-// one host read of the W slots. Every rank must call it once per step, also
+// followed by a payload of n float32 values (payload, n elements on the
+// group's device; nil for zeros, e.g. after a local failure), and one host
+// read of the W slots. n must be the same on every rank. It works in the
+// buffer Reserve allocates; the returned Payload ([n]) is a view of it,
+// valid until the next Exchange. Every rank must call it once per step, also
 // after a local failure (with that status and a nil or zero payload), so
 // that all ranks see the same statuses and take the same decision. A rank
 // contributes its payload where it has data and zeros elsewhere; the sum
 // then gathers every rank's part exactly (x + 0 = x).
-func (c *Comm) Exchange(s *ct.Scope, st Status, payload *ct.Tensor) (Agreement, error) {
+func (c *Comm) Exchange(s *ct.Scope, st Status, payload *ct.Tensor, n int64) (Agreement, error) {
 	w := int64(c.Size())
 	var ag Agreement
 	var buf *ct.Tensor
-	var n int64
+	if err := c.Reserve(n); err != nil {
+		return ag, err
+	}
 	err := ct.Try(func() {
-		o := ct.On(c.pg.Device())
-		if payload != nil {
-			n = payload.Numel()
-		}
-		buf = s.Zeros(o, w+n)
+		// Views of the reserved buffer: no tensor memory is allocated.
+		buf = s.Adopt(c.xbuf.Narrow(0, 0, w+n)).Zero_()
 		s.Adopt(buf.Narrow(0, int64(c.Rank()), 1)).Fill_(float64(st))
 		if payload != nil {
 			ct.NoGrad(func() { s.Adopt(buf.Narrow(0, w, n)).Copy_(payload.Reshape(n)) })
@@ -254,8 +274,8 @@ func (c *Comm) Exchange(s *ct.Scope, st Status, payload *ct.Tensor) (Agreement, 
 		for _, v := range s.Adopt(buf.Narrow(0, 0, w)).Float32s() {
 			ag.Statuses = append(ag.Statuses, Status(v))
 		}
-		if payload != nil {
-			ag.Payload = s.Adopt(buf.Narrow(0, w, n)).View(payload.Shape()...)
+		if n > 0 {
+			ag.Payload = s.Adopt(buf.Narrow(0, w, n))
 		}
 	})
 	return ag, err

@@ -2,6 +2,7 @@ package dist
 
 import (
 	"fmt"
+	"os"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 )
@@ -16,7 +17,7 @@ import (
 func (c *Comm) Agree(local error, what string) error {
 	s := ct.NewScope()
 	defer s.Close()
-	ag, err := c.Exchange(s, StatusOf(local), nil)
+	ag, err := c.Exchange(s, StatusOf(local), nil, 0)
 	if local != nil {
 		return local
 	}
@@ -85,4 +86,14 @@ func (c *Comm) BroadcastGenerator(g *ct.Generator) error {
 		return err
 	}
 	return g.SetState(b)
+}
+
+// JoinEnv joins the job this process's environment describes (FromEnv with
+// os.Getenv, then Join): nil for a single process.
+func JoinEnv(cfg Config) (*Comm, error) {
+	w, err := FromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return Join(w, cfg)
 }

@@ -55,6 +55,9 @@ func (tr *trainer) flatten() error {
 	}
 	tr.dp.off, tr.dp.n = off, n
 	tr.mb = min(tr.mb, int(n)) // the microbatch is per process
+	if err := tr.comm.Reserve(int64(tr.cfg.BatchSize)); err != nil {
+		return err
+	}
 	if tr.cfg.SumMicrobatchGrads && (tr.cfg.Microbatch <= 0 || int(n)%tr.cfg.Microbatch != 0) {
 		// The reference's sum of slice means depends on the slices: they must
 		// be the ones a single process would use.
@@ -119,7 +122,7 @@ func (tr *trainer) reduceStep(s *ct.Scope, mse *ct.Tensor, localErr error) (*ct.
 			st, payload = dist.StatusOf(localErr), nil
 		}
 	}
-	ag, err := tr.comm.Exchange(s, st, payload)
+	ag, err := tr.comm.Exchange(s, st, payload, int64(tr.cfg.BatchSize))
 	if err != nil {
 		return nil, fmt.Errorf("agreeing on the step with the other processes: %w", tr.comm.Explain(err))
 	}

@@ -291,14 +291,14 @@ func (tr *trainer) interrupt(res Result, first int, start time.Time) (Result, er
 // optimizer and EMA, LR anneal, logging.
 func (tr *trainer) runStep() (err error) {
 	label := tr.step
+	if tr.comm != nil {
+		tr.markStep()
+	}
 	if h := tr.cfg.Hooks.BeforeStep; h != nil {
 		h(label)
 	}
 	s := ct.NewScope()
 	defer s.Close()
-	if tr.comm != nil {
-		tr.markStep()
-	}
 	B := int64(tr.cfg.BatchSize)
 	var t, w, mse *ct.Tensor
 	ferr := ct.Try(func() {

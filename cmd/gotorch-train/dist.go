@@ -53,8 +53,15 @@ func newDistRun(c *cli.Context, batchSize int) (*distRun, error) {
 		return nil, usagef("--batch_size %d is the global batch of all %d processes and must be divisible by %d (e.g. %d or %d)",
 			batchSize, w.Size, w.Size, max(w.Size, batchSize/w.Size*w.Size), (batchSize/w.Size+1)*w.Size)
 	}
+	// One process per GPU: --device cuda is this process's GPU, LOCAL_RANK
+	// among the visible ones (modulo their number, so a launcher that shows
+	// each process only its own GPU, as srun --gpus-per-task=1 does, works).
 	if c.String("device") == "cuda" {
-		if err := c.Set("device", fmt.Sprintf("cuda:%d", w.LocalRank)); err != nil {
+		idx := w.LocalRank
+		if n := ct.CUDADeviceCount(); n > 0 {
+			idx %= n
+		}
+		if err := c.Set("device", fmt.Sprintf("cuda:%d", idx)); err != nil {
 			return nil, err
 		}
 	}

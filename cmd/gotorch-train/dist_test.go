@@ -74,17 +74,23 @@ type launch struct {
 	ended  time.Time
 }
 
-// startTorchrun starts `torchrun ... --no_python <this binary> args...`.
-// Every process it starts is killed when the test ends.
+// startTorchrun starts `torchrun ... --no_python <this binary> args...`
+// with the c10d rendezvous (rank 0 hosts the store). Every process it
+// starts is killed when the test ends.
 func startTorchrun(t *testing.T, nproc int, dir string, args ...string) *launch {
+	return startTorchrunRdzv(t, nproc, dir, []string{"--rdzv_backend=c10d", fmt.Sprintf("--rdzv_endpoint=localhost:%d", freePort(t))}, args...)
+}
+
+// startTorchrunRdzv is startTorchrun with the given rendezvous flags.
+func startTorchrunRdzv(t *testing.T, nproc int, dir string, rdzv []string, args ...string) *launch {
 	t.Helper()
 	if err := exec.Command(torchrunPython, "-c", "import torch.distributed.run").Run(); err != nil {
 		t.Fatalf("%s cannot import torch.distributed.run (%v): install Debian's python3-torch (make deps)", torchrunPython, err)
 	}
 	l := &launch{t: t, id: fmt.Sprintf("gt%d_%d", os.Getpid(), freePort(t)), logDir: filepath.Join(dir, "torchrun-logs"), done: make(chan struct{})}
-	targs := []string{"-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=" + strconv.Itoa(nproc),
-		"--rdzv_backend=c10d", fmt.Sprintf("--rdzv_endpoint=localhost:%d", freePort(t)), "--rdzv_id=" + l.id,
-		"--monitor_interval=0.5", "--redirects", "1", "--tee", "1", "--log_dir", l.logDir, "--no_python", os.Args[0]}
+	targs := append([]string{"-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=" + strconv.Itoa(nproc)}, rdzv...)
+	targs = append(targs, "--rdzv_id="+l.id, "--monitor_interval=0.5", "--redirects", "1", "--tee", "1",
+		"--log_dir", l.logDir, "--no_python", os.Args[0])
 	l.cmd = exec.Command(torchrunPython, append(targs, args...)...)
 	l.cmd.Env = append(os.Environ(), "GOTORCH_E2E_MAIN=1", "OMP_NUM_THREADS=1")
 	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.out
@@ -299,6 +305,11 @@ func TestDataParallel(t *testing.T) {
 	lTwo := startTorchrun(t, 2, mk("two"), trainArgs(two)...)
 	lResumed := startTorchrun(t, 2, mk("resumed"), trainArgs(twoResumed, "--resume_checkpoint", ckpt(oneMB, "model000003.pt"))...)
 	lAE := startTorchrun(t, 2, mk("ae"), aeArgs(ae2)...)
+	// torchrun's static rendezvous: its agent hosts the store
+	// (TORCHELASTIC_USE_AGENT_STORE=True, keys under /worker/attempt_0).
+	agent := filepath.Join(dir, "agent")
+	lAgent := startTorchrunRdzv(t, 2, mk("agent"), []string{"--rdzv_backend=static", "--master_addr=127.0.0.1",
+		fmt.Sprintf("--master_port=%d", freePort(t)), "--node_rank=0"}, trainArgs(agent)...)
 	forever := func(save string) []string {
 		return []string{"train", "--latents", lat, "--save_dir", save, "--model_name", "m", "--batch_size", strconv.Itoa(batch),
 			"--lr_anneal_steps", "0", "--save_interval", "100000", "--log_interval", "1", "--mem_log_interval", "0",
@@ -351,6 +362,15 @@ func TestDataParallel(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(two, "m", "oom_report.rank1.json")); err == nil {
 			t.Error("rank 1 wrote an OOM report")
 		}
+	})
+	t.Run("store hosted by torchrun's agent", func(t *testing.T) {
+		if code := lAgent.wait(limit); code != 0 {
+			t.Fatalf("torchrun exit %d:\n%s", code, lAgent.out.String())
+		}
+		if !strings.Contains(lAgent.out.String(), "hosted by torchrun's agent") {
+			t.Errorf("the ranks did not use the agent's store:\n%s", lAgent.out.String())
+		}
+		assertIdentical(t, "2 processes, agent's store", ckpt(agent, "model000008.pt"), ckpt(oneMB, "model000008.pt"))
 	})
 	t.Run("resume one process to two", func(t *testing.T) {
 		if code := lResumed.wait(limit); code != 0 {
