@@ -14,6 +14,7 @@
 # command; `make bench` runs it after scripts/bench.sh.
 #
 #   scripts/bench-dist.sh            # REPS=3 SHORT=20 LONG=120 BATCH=128
+#   REUSE=1 scripts/bench-dist.sh    # rewrite the section from the last results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -56,8 +57,8 @@ train() {
 }
 
 RAW=$WORK/results.txt
-: > "$RAW"
-for rep in $(seq "$REPS"); do
+[ -n "${REUSE:-}" ] || : > "$RAW"
+for rep in $(seq "$([ -n "${REUSE:-}" ] && echo 0 || echo "$REPS")"); do
   for cfg in 1x1 1x2 2x1; do
     echo "repetition $rep/$REPS: $cfg" >&2
     s=$(train "$cfg" "$SHORT")
@@ -83,6 +84,10 @@ print("<!-- dist-begin: written by scripts/bench-dist.sh -->")
 print("## Data-parallel training on this machine\n")
 print(f"Command: `{cmd}`  ")
 print(f"Date: {datetime.date.today()}; machine: {cpu}, {os.cpu_count()} cores; load average when done {' '.join(load)}.  ")
+if float(load[2]) > 0.5 * os.cpu_count():
+    print(f"**Provisional:** other work shared the machine (15-minute load average {load[2]} on {os.cpu_count()} cores), "
+          "so these times are inflated and erratic, the two-process runs most (a descheduled rank stalls both at "
+          "every all-reduce); rerun on a quiet machine.  ")
 print(f"Cell_Unet training step, global batch {batch} (the 2-process run computes {batch//2} rows per process and "
       "all-reduces the 3,488,384-value gradient plus a small per-step agreement over loopback TCP); "
       f"per-step time = (duration of {long_} steps − duration of {short}) / {long_-short}, median of "
