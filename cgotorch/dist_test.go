@@ -27,11 +27,18 @@ const (
 	storeTimeout = time.Minute
 )
 
+// requireGloo fails without the Gloo backend in the CPU flavour (Debian's
+// libgloo-dev provides its headers) and skips in a CUDA flavour built from a
+// pip wheel, which ships no Gloo headers (NCCL is that flavour's backend).
 func requireGloo(t *testing.T) {
 	t.Helper()
-	if !ct.Gloo.Available() {
-		t.Fatal("this libcgotorch has no Gloo backend (install libgloo-dev and rebuild the shim: make deps shim)")
+	if ct.Gloo.Available() {
+		return
 	}
+	if ct.Build().CUDA {
+		t.Skip("this CUDA-flavour libcgotorch was built without Gloo's headers (pip wheels ship none); the CPU flavour runs these tests")
+	}
+	t.Fatal("this libcgotorch has no Gloo backend (install libgloo-dev and rebuild the shim: make deps shim)")
 }
 
 // startPeer starts rank 1 for scenario and returns a wait function that
@@ -319,6 +326,60 @@ func TestDistWorldOfOne(t *testing.T) {
 		if !errors.Is(bad.err, ct.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", bad.name, bad.err)
 		}
+	}
+}
+
+// NCCL on the GPU machine: a world of one on cuda:0 still runs every call
+// through NCCL (two ranks would need two GPUs).
+func TestDistNCCLWorldOfOne(t *testing.T) {
+	needCUDA(t)
+	if !ct.NCCL.Available() {
+		if os.Getenv("CGOTORCH_REQUIRE_CUDA") != "" {
+			t.Fatalf("this CUDA-flavour libcgotorch has no NCCL backend (nccl.h was not found when it was built; %s)", ct.Build())
+		}
+		t.Skip("no NCCL backend in this build")
+	}
+	baseT, baseD := ct.LiveTensors(), ct.LiveDistHandles()
+	st, err := ct.NewTCPStore(ct.TCPStoreConfig{Host: "127.0.0.1", Server: true, WorldSize: 1, WaitWorkers: true, Timeout: storeTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := ct.NewProcessGroup(st, ct.ProcessGroupConfig{Backend: ct.NCCL, Size: 1, Timeout: time.Minute, Device: ct.CUDA(0)})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	err = ct.Try(func() {
+		s := ct.NewScope()
+		defer s.Close()
+		x := s.FromSlice([]float32{1, 2, -3}).To(ct.CUDA(0), 0)
+		for _, e := range []error{pg.AllReduce(x, ct.DistSum), pg.AllReduce(x, ct.DistAvg), pg.Broadcast(x, 0), pg.Barrier()} {
+			if e != nil {
+				panic(e)
+			}
+		}
+		if g := x.Float32s(); g[0] != 1 || g[1] != 2 || g[2] != -3 {
+			t.Errorf("after sum, average and broadcast over one rank: %v", g)
+		}
+		xg := s.FromSlice([]float32{1, 2}).To(ct.CUDA(0), 0).SetRequiresGrad(true)
+		pg.AllReduceSumAutograd(xg.MulScalar(3)).Sum().Backward()
+		if g := xg.Grad(s).Float32s(); g[0] != 3 || g[1] != 3 {
+			t.Errorf("gradient through the differentiable all-reduce: %v", g)
+		}
+		if e := pg.AllReduce(s.Ones(ct.Options{}, 2), ct.DistSum); !errors.Is(e, ct.ErrInvalidArgument) {
+			t.Errorf("a CPU tensor on the NCCL group: %v, want ErrInvalidArgument", e)
+		}
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	pg.Close()
+	st.Close()
+	if d := ct.LiveDistHandles() - baseD; d != 0 {
+		t.Errorf("%d store/process-group handles leaked", d)
+	}
+	if d := ct.LiveTensors() - baseT; d != 0 {
+		t.Errorf("%d tensor handles leaked", d)
 	}
 }
 

@@ -124,6 +124,9 @@ func referenceRun(t *testing.T, resume string) string {
 
 func TestDataParallelTwoRanks(t *testing.T) {
 	if !ct.Gloo.Available() {
+		if ct.Build().CUDA { // a pip wheel ships no Gloo headers; NCCL is that flavour's backend
+			t.Skip("this CUDA-flavour libcgotorch has no Gloo backend; the CPU flavour runs this test")
+		}
 		t.Fatal("this libcgotorch has no Gloo backend (install libgloo-dev and rebuild the shim)")
 	}
 	ref := referenceRun(t, "")

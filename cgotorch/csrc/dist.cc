@@ -124,7 +124,6 @@ BackendBase &live(const Group &g, const char *op) {
 
 void all_reduce_sum(const Group &g, at::Tensor &t, const char *op) {
   check_tensor(g, t, op);
-  if (g.size == 1) return;
   BackendBase &pg = live(g, op);
   std::vector<at::Tensor> ts{t};
   try {
@@ -384,7 +383,7 @@ cgt_status cgt_all_reduce_(cgt_process_group h, cgt_tensor t, int32_t op) noexce
   all_reduce_sum(g, x, "all_reduce");
   // Gloo has no AVG; the same sum-then-divide on every backend keeps results
   // identical across them.
-  if (op == CGT_REDUCE_AVG && g.size > 1) x.div_(g.size);
+  if (op == CGT_REDUCE_AVG) x.div_(g.size);
   CGT_CATCH
 }
 
@@ -394,7 +393,6 @@ cgt_status cgt_broadcast_(cgt_process_group h, cgt_tensor t, int32_t root) noexc
   at::Tensor &x = T(t);
   if (root < 0 || root >= g.size) throw cgt::invalid("broadcast: root out of range");
   check_tensor(g, x, "broadcast");
-  if (g.size == 1) return cgt::ok();
   c10::NoGradGuard ng;
   std::vector<at::Tensor> ts{x};
   BackendBase &pg = live(g, "broadcast");
@@ -412,7 +410,6 @@ cgt_status cgt_broadcast_(cgt_process_group h, cgt_tensor t, int32_t root) noexc
 cgt_status cgt_barrier(cgt_process_group h) noexcept {
   CGT_TRY
   auto &g = G(h);
-  if (g.size == 1) return cgt::ok();
   // An all-reduce of one element that the host then reads: a barrier with
   // the same timeout and error semantics on every backend.
   at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(g.device));
