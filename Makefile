@@ -76,7 +76,7 @@ print-%:
 	@echo '$($*)'
 
 # ---------------------------------------------------------------- deps
-DEBIAN_PACKAGES := libtorch-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
+DEBIAN_PACKAGES := libtorch-dev libgloo-dev libopenblas0-pthread libhdf5-dev pkg-config g++ make \
 	python3-torch python3-numpy python3-h5py python3-anndata python3-scipy python3-sklearn debootstrap shellcheck time rsync
 
 deps:
@@ -129,6 +129,7 @@ bench: $(SHIM)
 	./scripts/bench.sh
 	./scripts/bench-data.sh
 	./scripts/bench-defaults.sh
+	./scripts/bench-dist.sh
 
 # Golden fixtures for the parity tests, from Debian's python3-torch.
 fixtures:

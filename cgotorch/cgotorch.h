@@ -26,7 +26,7 @@
 #define CGT_EXPORT
 #endif
 
-#define CGT_ABI_VERSION 7
+#define CGT_ABI_VERSION 9
 
 typedef struct cgt_tensor_s *cgt_tensor;
 typedef struct cgt_optim_s *cgt_optim;
@@ -634,6 +634,85 @@ CGT_EXPORT cgt_status cgt_op_counter_stop(int64_t *ops, int64_t *leaf_ops,
 
 /* --------------------------------------------------- distributed (c10d) */
 /* Stores, process groups and collectives over libtorch's c10d. */
+
+/*
+ * A store is a c10d::TCPStore (optionally behind a PrefixStore); a process
+ * group is a c10d Gloo (CPU tensors) or NCCL (CUDA flavour, CUDA tensors)
+ * backend over a store. Both are distinct handles, freed with their own
+ * *_free call; cgt_dist_live_handles counts the live ones for leak tests.
+ * Every operation is bounded by the timeout given at creation: a peer that
+ * exits, or stops answering, ends the call with CGT_ERR_DIST or
+ * CGT_ERR_DIST_TIMEOUT instead of blocking forever. After such an error the
+ * group is unusable (free it).
+ */
+typedef struct cgt_store_s *cgt_store;
+typedef struct cgt_process_group_s *cgt_process_group;
+
+/* Error codes of distributed calls (beyond the CGT_ERR_* above). */
+enum {
+  CGT_ERR_DIST = 7,        /* a peer closed its connection, or the store or network failed */
+  CGT_ERR_DIST_TIMEOUT = 8 /* a store or collective operation exceeded its timeout */
+};
+
+typedef struct {
+  const char *host;   /* the server's address (for the server itself: where clients connect) */
+  int32_t port;       /* 0 with is_server: pick a free port (cgt_store_port reads it) */
+  int32_t is_server;  /* host the store in this process */
+  int32_t world_size; /* processes of the job, the server's included (0: unknown) */
+  int32_t wait_workers; /* with world_size: every process registers itself, and the
+                           server returns once all have (PyTorch's wait_for_workers) */
+  int64_t timeout_ms; /* connect, get and wait timeout */
+  const char *prefix; /* NULL or "": none; else every key is prefixed (c10d::PrefixStore) */
+} cgt_tcp_store_options;
+
+CGT_EXPORT cgt_status cgt_tcp_store_new(cgt_tcp_store_options opts, cgt_store *out) CGT_NOEXCEPT;
+CGT_EXPORT void cgt_store_free(cgt_store s) CGT_NOEXCEPT;
+/* The TCP port of the underlying TCPStore. */
+CGT_EXPORT cgt_status cgt_store_port(cgt_store s, int32_t *out) CGT_NOEXCEPT;
+CGT_EXPORT cgt_status cgt_store_set(cgt_store s, const char *key, const void *value,
+                                    int64_t n) CGT_NOEXCEPT;
+/* Blocks until key exists (or the timeout); *value is malloc'd (cgt_free), *n its length. */
+CGT_EXPORT cgt_status cgt_store_get(cgt_store s, const char *key, void **value,
+                                    int64_t *n) CGT_NOEXCEPT;
+/* Atomically adds delta to the counter key and returns the new value. */
+CGT_EXPORT cgt_status cgt_store_add(cgt_store s, const char *key, int64_t delta,
+                                    int64_t *out) CGT_NOEXCEPT;
+
+enum { CGT_BACKEND_GLOO = 1, CGT_BACKEND_NCCL = 2 };
+/* 1 when this build of the library can create that backend. */
+CGT_EXPORT int32_t cgt_dist_backend_available(int32_t backend) CGT_NOEXCEPT;
+
+typedef struct {
+  int32_t backend;    /* CGT_BACKEND_* */
+  int32_t rank;       /* 0 <= rank < size */
+  int32_t size;
+  int64_t timeout_ms; /* every collective, and the rendezvous through the store */
+  cgt_device device;  /* where the group's tensors live: CPU for Gloo, CUDA:i for NCCL */
+  const char *iface;  /* Gloo: NULL or "": this host's name's address, else a network interface */
+} cgt_process_group_options;
+
+/* Joins the group: blocks until every rank has connected through the store. */
+CGT_EXPORT cgt_status cgt_process_group_new(cgt_store s, cgt_process_group_options opts,
+                                            cgt_process_group *out) CGT_NOEXCEPT;
+CGT_EXPORT void cgt_process_group_free(cgt_process_group g) CGT_NOEXCEPT;
+
+enum { CGT_REDUCE_SUM = 0, CGT_REDUCE_AVG = 1 };
+/* In place, on every rank: t = op over ranks of t (contiguous, on the group's device). */
+CGT_EXPORT cgt_status cgt_all_reduce_(cgt_process_group g, cgt_tensor t, int32_t op) CGT_NOEXCEPT;
+/* In place: every rank's t becomes root's t. */
+CGT_EXPORT cgt_status cgt_broadcast_(cgt_process_group g, cgt_tensor t, int32_t root) CGT_NOEXCEPT;
+/* Returns once every rank has entered the barrier (the host waits). */
+CGT_EXPORT cgt_status cgt_barrier(cgt_process_group g) CGT_NOEXCEPT;
+/*
+ * out = the sum over ranks of x, as a new tensor that autograd differentiates
+ * through: its backward sums the incoming gradients over ranks the same way
+ * (every rank must run that backward). For statistics of a data-parallel
+ * batch, e.g. synchronised BatchNorm.
+ */
+CGT_EXPORT cgt_status cgt_all_reduce_sum_autograd(cgt_process_group g, cgt_tensor x,
+                                                  cgt_tensor *out) CGT_NOEXCEPT;
+/* Live store and process-group handles (created and not yet freed). */
+CGT_EXPORT int64_t cgt_dist_live_handles(void) CGT_NOEXCEPT;
 
 /* (end of distributed) */
 

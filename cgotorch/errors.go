@@ -39,6 +39,10 @@ func (c Code) String() string {
 		return "C++ exception"
 	case CodeUnknown:
 		return "unknown error"
+	case CodeDist:
+		return "distributed error"
+	case CodeDistTimeout:
+		return "distributed timeout"
 	}
 	return fmt.Sprintf("code %d", int32(c))
 }
@@ -74,6 +78,10 @@ func (e *Error) Is(target error) bool {
 		return e.Code == CodeInvalidArgument
 	case ErrTorch:
 		return e.Code == CodeTorch || e.Code == CodeStd || e.Code == CodeUnknown
+	case ErrDistributed:
+		return e.Code == CodeDist || e.Code == CodeDistTimeout
+	case ErrDistTimeout:
+		return e.Code == CodeDistTimeout
 	}
 	return false
 }

@@ -11,7 +11,9 @@
 # Recipe, in the trixie chroot of scripts/ci-torch2.sh (created if missing;
 # its libtorch-dev brings libtorch's non-CUDA dependencies):
 #  - libhdf5-dev, pkg-config and python3-h5py installed with apt;
-#  - libtorch-cuda-2.6, libtorch-cuda-dev, libcudart12 (contrib/non-free) and
+#  - libtorch-cuda-2.6, libtorch-cuda-dev, libcudart12 (contrib/non-free),
+#    NCCL's and libcu++'s headers (libnccl-dev, libcu++-dev: the shim's NCCL
+#    process group, cgotorch/csrc/dist.cc) and
 #    nvidia-cuda-dev's headers and libcudart.so link downloaded by apt into
 #    $CUDA_LANE_CACHE/debs (signed indices; kept between runs, refreshed
 #    weekly) and unpacked with dpkg -x into /opt/gotorch-cuda in the chroot,
@@ -35,7 +37,7 @@ CACHE=${CUDA_LANE_CACHE:-/var/cache/gotorch-cuda}
 STAGE=/opt/gotorch-cuda            # inside the chroot
 W=/work/cuda                       # inside the chroot: the lane's copy of the repo
 DATA=${GOTORCH_TESTDATA_DIR:-$REPO/../shared/data}
-CUDA_DEBS="libtorch-cuda-2.6 libtorch-cuda-dev libcudart12 nvidia-cuda-dev"
+CUDA_DEBS="libtorch-cuda-2.6 libtorch-cuda-dev libcudart12 nvidia-cuda-dev libnccl-dev libcu++-dev"
 EXTRA_PKGS="libhdf5-dev pkg-config python3-h5py"
 JOBS=${JOBS:-$(nproc)}
 start=$(date +%s)
@@ -136,6 +138,9 @@ sed -n '1p;/^OPENMP/p;/^TORCH_VERSION/p' "$ROOT$W/repo/cgotorch/build/cuda/torch
 # libtorch_cuda, c10_cuda and the very CUDA and OpenMP runtimes libtorch uses.
 in_root sh -c "cd $W/repo && python3 scripts/probe_torch.py --prefix $STAGE --check cgotorch/build/cuda/libcgotorch.so"
 grep -q ' T cgt_cuda_memory_stats$' <<<"$(nm -D --defined-only "$shim")" || { echo "ci-cuda: cgt_cuda_memory_stats not exported"; exit 1; }
+# dist.cc compiles the NCCL process group only when it finds nccl.h.
+grep -q 'c10d::ProcessGroupNCCL::' <<<"$(nm -DC --undefined-only "$shim")" || { echo "ci-cuda: the CUDA shim was built without NCCL's process group"; exit 1; }
+echo "NCCL process group compiled in"
 
 step "Go: every test binary and gotorch-train, linked against the CUDA shim"
 bind /usr/local/go "$ROOT/usr/local/go" ro

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 ROOT=${TRIXIE_ROOT:-/var/tmp/gotorch-trixie}
 REPO=$PWD
 DATA=${GOTORCH_TESTDATA_DIR:-$REPO/../shared/data}
-PKGS="libtorch-dev g++ make python3-torch python3-numpy python3-safetensors"
+PKGS="libtorch-dev libgloo-dev g++ make python3-torch python3-numpy python3-safetensors"
 export CGO_CFLAGS=${CGO_CFLAGS:-"-O2 -g -Wno-deprecated-declarations"}
 
 # One user of the chroot at a time (this script and scripts/ci-cuda.sh);

@@ -181,6 +181,23 @@ def cuda_headers(info, cudart_dir):
     return found
 
 
+def nccl_headers(info, cudart_dir):
+    """The directory holding nccl.h, for the shim's NCCL process group
+    (cgotorch/csrc/dist.cc compiles it only when nccl.h is found): the
+    nvidia-nccl wheel's next to the CUDA runtime's or torch's (pip), else
+    libtorch's own include folder or a CUDA toolkit's (libnccl-dev in a
+    prefix). [] when there is none: the shim is then built without NCCL."""
+    cands = [os.path.join(os.path.dirname(os.path.dirname(cudart_dir)), "nccl", "include"),
+             os.path.join(os.path.dirname(os.path.dirname(info["libdir"])), "nvidia", "nccl", "include"),
+             info["incdir"], "/usr/local/cuda/include", "/usr/include"]
+    for d in cands:
+        if os.path.isfile(os.path.join(d, "nccl.h")):
+            # The system's folder is searched anyway; -isystem /usr/include
+            # would break #include_next in the C++ library's headers.
+            return [] if os.path.realpath(d) == "/usr/include" else [d]
+    return []
+
+
 def torch_openmp(info):
     """(soname, directory) of the OpenMP runtime libtorch_cpu.so loads, or (None, None)."""
     cpu = find_lib(info["libdir"], "libtorch_cpu.so")
@@ -252,6 +269,7 @@ def main():
     omp_c, omp_l, omp_dir = openmp(info)
     incs = [info["incdir"], os.path.join(info["incdir"], "torch", "csrc", "api", "include")]
     incs += [d for d in cuda_headers(info, cudart_dir) if d not in incs]
+    incs += [d for d in nccl_headers(info, cudart_dir) if d not in incs]
     rpath = [info["libdir"]]
     for d in [cudart_dir, omp_dir]:
         if d is not None and os.path.realpath(d) not in [os.path.realpath(r) for r in rpath]:

@@ -66,6 +66,7 @@ type block struct {
 	lin   *nn.Linear
 	bn    *nn.BatchNorm1d
 	act   *nn.PReLU
+	sync  *bnSync // data-parallel BatchNorm statistics (SetBatchNormSync)
 }
 
 // bnStats are fixed per-feature statistics for one BatchNorm layer:
@@ -89,13 +90,17 @@ func (b *block) pre(x *ct.Tensor, mode BNMode, gen *ct.Generator) *ct.Tensor {
 }
 
 // post returns PReLU(BatchNorm(a)) and frees a. With st non-nil the layer
-// uses those statistics (whatever the mode).
+// uses those statistics (whatever the mode); with b.sync (Training mode)
+// those of a data-parallel global batch.
 func (b *block) post(a *ct.Tensor, mode BNMode, st *bnStats) *ct.Tensor {
 	bn := b.bn
 	var n *ct.Tensor
 	switch {
 	case st != nil:
 		n = a.BatchNorm(bn.W.T, bn.B.T, st.mean, st.variance, false, 0, bnEps)
+	case mode == Training && b.sync != nil:
+		n = b.syncBatchNorm(a, b.sync)
+		bn.NumBatchesTracked.T.AddScalar_(1)
 	case mode == Training:
 		n = a.BatchNorm(bn.W.T, bn.B.T, bn.RunningMean.T, bn.RunningVar.T, true, bnMomentum, bnEps)
 		bn.NumBatchesTracked.T.AddScalar_(1)

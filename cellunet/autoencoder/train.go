@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
@@ -86,10 +87,19 @@ type TrainConfig struct {
 	// Step selects the implementation of forward and backward: "auto" (or
 	// "", the default) uses the fused step (Model.NewFusedStep: hand-written
 	// forward and backward over buffers allocated once, the AdamW update
-	// applied as each gradient is ready) where it applies — CPU, no dropout —
-	// and autograd otherwise; "fused" requires it; "generic" forces
-	// autograd (CLI: --train_step).
+	// applied as each gradient is ready) where it applies — CPU, no dropout,
+	// a single process — and autograd otherwise; "fused" requires it;
+	// "generic" forces autograd (CLI: --train_step).
 	Step string
+	// Comm, if not nil, makes this process one rank of a data-parallel
+	// run: BatchSize stays the global batch, each rank densifies and
+	// computes an equal shard of it, BatchNorm normalises with the global
+	// batch's statistics (SetBatchNormSync), gradients are summed over the
+	// ranks before the update, rank 0's state is broadcast at the start and
+	// only rank 0 writes checkpoints. Dropout must be 0. The step is
+	// autograd's (the synchronised BatchNorm is differentiated through
+	// the all-reduce), never the fused one.
+	Comm *dist.Comm
 }
 
 // DefaultTrainConfig is the reference's training for genes genes on the
@@ -125,7 +135,7 @@ func (c TrainConfig) Validate() error {
 	case c.Step != "" && c.Step != "auto" && c.Step != "fused" && c.Step != "generic":
 		return fmt.Errorf("autoencoder: unknown train_step %q (want auto, fused or generic)", c.Step)
 	}
-	if r := c.Model.fusedReason(c.Device); c.Step == "fused" && r != "" {
+	if r := c.fusedReason(); c.Step == "fused" && r != "" {
 		return fmt.Errorf("autoencoder: train_step fused does not cover %s; use train_step auto or generic (autograd)", r)
 	}
 	return nil
@@ -142,9 +152,20 @@ type ResumeError struct {
 func (e *ResumeError) Error() string { return e.Err.Error() }
 func (e *ResumeError) Unwrap() error { return e.Err }
 
+// fusedReason says why the fused step does not cover the run ("" if it
+// does).
+func (c TrainConfig) fusedReason() string {
+	if c.Comm != nil {
+		// The fused step's BatchNorm uses its own rows' statistics; a
+		// data-parallel rank needs the global batch's (sync BatchNorm).
+		return "data-parallel training, whose BatchNorm statistics are synchronised over the processes through autograd"
+	}
+	return c.Model.fusedReason(c.Device)
+}
+
 // useFused reports whether training uses the fused step.
 func (c TrainConfig) useFused() bool {
-	return c.Step != "generic" && c.Model.fusedReason(c.Device) == ""
+	return c.Step != "generic" && c.fusedReason() == ""
 }
 
 // LogPoint is one logged loss: the mean training loss (MSE) of the Steps
@@ -199,11 +220,16 @@ func Train(ctx context.Context, cfg TrainConfig, data RowSource) (Result, error)
 		return Result{}, err
 	}
 	defer tr.close()
-	// Nothing has been written yet: the caller may still refuse the run.
+	// Nothing has been written yet: the caller may still refuse the run
+	// (data-parallel ranks agree on it, so that one refusal stops all).
 	if cfg.BeforeRun != nil {
-		if err := cfg.BeforeRun(); err != nil {
-			return Result{}, err
-		}
+		err = cfg.BeforeRun()
+	}
+	if tr.comm != nil {
+		err = tr.comm.Agree(err, "could not start the run")
+	}
+	if err != nil {
+		return Result{}, err
 	}
 	return tr.run(ctx)
 }
@@ -231,13 +257,16 @@ type trainer struct {
 
 	step      int // label of the next step
 	lastSaved int
+
+	comm *dist.Comm // nil: a single process
+	dp   dpStep
 }
 
 // newTrainer builds the trainer; on error everything it built is released
 // (the deferred close works on the local value, never on a nil result).
 func newTrainer(cfg TrainConfig, data RowSource) (*trainer, error) {
 	tr := &trainer{cfg: cfg, out: cfg.Out, data: data, lastSaved: -1,
-		pcg: rand.NewPCG(cfg.Seed, 0x5ce11d1f)}
+		pcg: rand.NewPCG(cfg.Seed, 0x5ce11d1f), comm: cfg.Comm}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
@@ -287,11 +316,27 @@ func newTrainer(cfg TrainConfig, data RowSource) (*trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr.host = make([]float32, cfg.BatchSize*int(cfg.Model.Genes))
-	if cfg.Resume != "" {
-		if err := tr.resume(cfg.Resume); err != nil {
-			return nil, &ResumeError{Path: cfg.Resume, Err: err}
+	rows := int64(cfg.BatchSize)
+	if tr.comm != nil {
+		if rows, err = tr.setupDist(); err != nil {
+			return nil, err
 		}
+	}
+	tr.host = make([]float32, rows*cfg.Model.Genes)
+	// Only rank 0 reads the checkpoint; startDist hands its state to the others.
+	var resumeErr error
+	if cfg.Resume != "" && tr.comm.IsRoot() {
+		if err := tr.resume(cfg.Resume); err != nil {
+			resumeErr = &ResumeError{Path: cfg.Resume, Err: err}
+		}
+	}
+	if tr.comm != nil {
+		err = tr.startDist(resumeErr)
+	} else {
+		err = resumeErr
+	}
+	if err != nil {
+		return nil, err
 	}
 	if cfg.useFused() {
 		if tr.fused, err = tr.model.NewFusedStep(); err != nil {
@@ -314,6 +359,7 @@ func (tr *trainer) close() {
 	tr.m.Free()
 	tr.v.Free()
 	tr.lossSum.Free()
+	tr.dp.free()
 }
 
 func (tr *trainer) announce() {
@@ -335,7 +381,7 @@ func (tr *trainer) announce() {
 	case c.Step == "generic":
 		fmt.Fprintln(tr.out, "training step: autograd (forced)")
 	default:
-		fmt.Fprintf(tr.out, "training step: autograd (the fused step does not cover %s)\n", c.Model.fusedReason(c.Device))
+		fmt.Fprintf(tr.out, "training step: autograd (the fused step does not cover %s)\n", c.fusedReason())
 	}
 }
 
@@ -347,20 +393,31 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 	finish := func() {
 		res.Steps, res.NextStep, res.Duration = tr.step-first, tr.step, time.Since(start)
 	}
-	for tr.step < tr.cfg.MaxSteps {
-		if ctx.Err() != nil {
-			if tr.step > first && tr.lastSaved != tr.step-1 {
-				if err := tr.save(tr.step - 1); err != nil {
-					finish()
-					return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
-				}
+	interrupt := func() (Result, error) {
+		if tr.step > first && tr.lastSaved != tr.step-1 {
+			if err := tr.save(tr.step - 1); err != nil {
+				finish()
+				return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
 			}
-			res.Checkpoint = tr.lastPath()
-			finish()
-			return res, fmt.Errorf("%w at step %d; checkpoint %q", ErrInterrupted, tr.step, res.Checkpoint)
+		}
+		res.Checkpoint = tr.lastPath()
+		finish()
+		return res, fmt.Errorf("%w at step %d; checkpoint %q", ErrInterrupted, tr.step, res.Checkpoint)
+	}
+	for tr.step < tr.cfg.MaxSteps {
+		// Data-parallel ranks carry a stop request, and their clock, into
+		// the step's agreement, so that every rank stops after the same step.
+		tr.dp.stopRequested = ctx.Err() != nil
+		tr.dp.timeUp = tr.cfg.MaxDuration > 0 && time.Since(start) >= tr.cfg.MaxDuration
+		if tr.dp.stopRequested && tr.comm == nil {
+			return interrupt()
 		}
 		label := tr.step
 		if err := tr.runStep(); err != nil {
+			if tr.comm != nil {
+				err = tr.stopOnFailure(err, first)
+				res.Checkpoint = tr.lastPath()
+			}
 			finish()
 			return res, fmt.Errorf("autoencoder: step %d: %w", label, err)
 		}
@@ -383,6 +440,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 			}
 		}
 		overtime := tr.cfg.MaxDuration > 0 && time.Since(start) >= tr.cfg.MaxDuration
+		if tr.comm != nil {
+			overtime = tr.dp.timeUpAgreed
+		}
 		if label%tr.cfg.CheckpointFreq == 0 || last || overtime {
 			if err := tr.save(label); err != nil {
 				finish()
@@ -393,6 +453,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 			fmt.Fprintf(tr.out, "stopping after step %d: the run exceeded %v\n", label, tr.cfg.MaxDuration)
 			res.StoppedEarly = true
 			break
+		}
+		if tr.dp.stopAgreed && !last {
+			return interrupt()
 		}
 	}
 	res.Checkpoint = tr.lastPath()
@@ -412,6 +475,7 @@ func (tr *trainer) lastPath() string {
 func (tr *trainer) nextBatch() []int64 {
 	b, n := tr.cfg.BatchSize, tr.data.Rows()
 	if tr.perm == nil || (tr.pos+1)*b > n {
+		tr.dp.keepPerm(tr.perm) // a data-parallel step may be undone
 		if tr.perm == nil {
 			tr.perm = make([]int64, n)
 		}
@@ -429,13 +493,16 @@ func (tr *trainer) nextBatch() []int64 {
 }
 
 func (tr *trainer) runStep() error {
-	idx := tr.nextBatch()
-	if err := tr.data.Dense(idx, tr.host); err != nil {
-		return fmt.Errorf("reading a batch: %w", err)
+	if tr.comm != nil {
+		tr.markStep()
 	}
 	c := tr.cfg
 	opt := ct.AdamWConfig{LR: c.LR, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
-	if tr.fused != nil {
+	if tr.fused != nil { // a single process (fusedReason)
+		idx := tr.nextBatch()
+		if err := tr.data.Dense(idx, tr.host); err != nil {
+			return fmt.Errorf("reading a batch: %w", err)
+		}
 		// Forward, backward and the update in one call, no tensor allocated.
 		err := tr.fused.Run(tr.host, int64(c.BatchSize), tr.lossSum,
 			&ct.FusedUpdate{Params: tr.store.FlatParams(), ExpAvg: tr.m, ExpAvgSq: tr.v, Step: tr.adamStep + 1, Config: opt})
@@ -448,11 +515,36 @@ func (tr *trainer) runStep() error {
 	}
 	s := ct.NewScope()
 	defer s.Close()
+	var loss *ct.Tensor
+	lerr := func() error {
+		idx := tr.nextBatch()
+		if tr.comm != nil {
+			idx = idx[tr.dp.off : tr.dp.off+tr.dp.n] // this rank's shard
+		}
+		if err := tr.data.Dense(idx, tr.host); err != nil {
+			return fmt.Errorf("reading a batch: %w", err)
+		}
+		return ct.Try(func() {
+			x := s.FromBytes(f32bytes(tr.host), ct.Options{DType: ct.Float32, Device: c.Device}, int64(len(idx)), c.Model.Genes)
+			loss = tr.model.Loss(x)
+			if tr.comm != nil {
+				// This shard's share of the global batch's mean: the sum
+				// over ranks of the gradients is the single-process one.
+				loss = loss.MulScalar(float64(len(idx)) / float64(c.BatchSize))
+			}
+			loss.Backward()
+		})
+	}()
+	if tr.comm != nil {
+		// The seam between gradient production and the update: agree on
+		// the step, sum the loss and the gradients over the ranks.
+		loss, lerr = tr.reduceStep(s, loss, lerr)
+	}
+	if lerr != nil {
+		return lerr
+	}
 	var stepErr error
 	err := ct.Try(func() {
-		x := s.FromBytes(f32bytes(tr.host), ct.Options{DType: ct.Float32, Device: c.Device}, int64(c.BatchSize), c.Model.Genes)
-		loss := tr.model.Loss(x)
-		loss.Backward()
 		tr.adamStep++
 		stepErr = ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, opt, ct.FusedStep{ZeroGrad: true})
 		tr.lossSum.Add_(loss.Detach())
@@ -479,6 +571,10 @@ func (tr *trainer) log(label int) (LogPoint, error) {
 // with SaveState, its sidecar (written second: a checkpoint whose sidecar
 // is missing resumes from its weights only).
 func (tr *trainer) save(label int) error {
+	if !tr.comm.IsRoot() { // data-parallel ranks hold identical state: rank 0 writes it
+		tr.lastSaved = label
+		return nil
+	}
 	path := filepath.Join(tr.cfg.SaveDir, CheckpointName(tr.cfg.FileSeed, label))
 	if err := tr.model.Save(path); err != nil {
 		return err

@@ -65,7 +65,12 @@ func (tr *trainer) write(path string, fn func() error) error {
 }
 
 // save writes checkpoint label; next is the step a resumed run starts at.
+// Data-parallel ranks hold identical state: rank 0 alone writes it.
 func (tr *trainer) save(label, next int) error {
+	if !tr.comm.IsRoot() {
+		tr.lastSaved = label
+		return nil
+	}
 	dir := tr.cfg.SaveDir
 	s := ct.NewScope()
 	defer s.Close()

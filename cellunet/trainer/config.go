@@ -21,6 +21,7 @@ import (
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 )
 
@@ -101,6 +102,14 @@ type Config struct {
 	// gradient is unchanged, with SumMicrobatchGrads too: there every
 	// sample keeps the weight 1/len(its slice of the configured Microbatch).
 	OOMRetry bool
+
+	// Comm, if not nil, makes this process one rank of a data-parallel
+	// run: BatchSize stays the global batch (each rank computes an equal
+	// shard of it, see dist.Comm.Shard), gradients are summed over ranks
+	// before the optimizer, rank 0's weights and state are broadcast at the
+	// start, and only rank 0 writes checkpoints and progress.csv. Microbatch
+	// is per process.
+	Comm *dist.Comm `json:"-"`
 
 	// Out receives progress lines (default: discard).
 	Out io.Writer `json:"-"`

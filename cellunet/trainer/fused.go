@@ -73,6 +73,9 @@ type fusedState struct {
 	uniform bool       // draw t in place (UniformSampler)
 	cpu     bool       // the CPU backend (which can apply the update itself)
 	updated bool       // the last run applied this step's AdamW + EMA
+	// shardMSE is a data-parallel rank's per-sample losses (a view of the
+	// first n rows of mse; nil for a single process).
+	shardMSE *ct.Tensor
 }
 
 func (f *fusedState) close() {
@@ -80,7 +83,7 @@ func (f *fusedState) close() {
 		return
 	}
 	f.step.Close()
-	for _, t := range []*ct.Tensor{f.t, f.w, f.noise, f.mse, f.stepLog, f.logAcc, f.loss, f.invB} {
+	for _, t := range []*ct.Tensor{f.t, f.w, f.noise, f.mse, f.stepLog, f.logAcc, f.loss, f.invB, f.shardMSE} {
 		t.Free()
 	}
 }
@@ -111,6 +114,9 @@ func (tr *trainer) newFused() error {
 		f.logAcc = tr.win.acc.Narrow(0, 0, 15)
 		f.loss = ct.Zeros(o)
 		f.invB = ct.Full(1/float64(B), o)
+		if tr.comm != nil {
+			f.shardMSE = f.mse.Narrow(0, 0, tr.dp.n)
+		}
 	})
 }
 
@@ -124,10 +130,12 @@ func (f *fusedState) batchLoss(s *ct.Scope) *ct.Tensor {
 
 // fusedDraw draws the step's batch rows, timesteps, weights and noise in the
 // order and from the generators of the autograd path (same values), into
-// the preallocated tensors where the sampler allows.
-func (tr *trainer) fusedDraw(s *ct.Scope) (index, t, w, noise *ct.Tensor) {
+// the preallocated tensors where the sampler allows. index is rows
+// [off, off+n) of the batch (this rank's shard); t, w and noise cover the
+// whole batch, drawn alike on every rank.
+func (tr *trainer) fusedDraw(s *ct.Scope, off, n int64) (index, t, w, noise *ct.Tensor) {
 	f := tr.fused
-	index = tr.data.nextIndex(s)
+	index = tr.data.nextIndexRows(s, off, n)
 	if f.uniform {
 		t, w = f.t, f.w
 		t.RandomInt_(0, int64(tr.diff.NumSteps()), tr.noiseGen)
@@ -140,11 +148,12 @@ func (tr *trainer) fusedDraw(s *ct.Scope) (index, t, w, noise *ct.Tensor) {
 
 // fusedUpdate is the AdamW + EMA step for the fused step to apply as it
 // goes — when nothing needs the gradients between backward and update: the
-// CPU backend, one slice, no loss scaling, no AfterBackward hook (a
-// distributed all-reduce of the gradients would also rule it out) — else
-// nil. The result is bit-identical to a separate FusedAdamW pass.
+// CPU backend, one slice, no loss scaling, no AfterBackward hook, a single
+// process (a data-parallel rank all-reduces the gradient first, then runs
+// the separate FusedAdamW + EMA pass like every other rank) — else nil. The
+// result is bit-identical to a separate FusedAdamW pass.
 func (tr *trainer) fusedUpdate(mb int) *ct.FusedUpdate {
-	if !tr.fused.cpu || mb < tr.cfg.BatchSize || tr.cfg.lossScaling() || tr.cfg.Hooks.AfterBackward != nil {
+	if !tr.fused.cpu || mb < tr.cfg.BatchSize || tr.cfg.lossScaling() || tr.cfg.Hooks.AfterBackward != nil || tr.comm != nil {
 		return nil
 	}
 	return &ct.FusedUpdate{Params: tr.store.FlatParams(), ExpAvg: tr.m, ExpAvgSq: tr.v, Step: tr.adamStep + 1,
@@ -157,7 +166,10 @@ func (tr *trainer) fusedUpdate(mb int) *ct.FusedUpdate {
 // nil). It returns the per-sample mse [B], owned by the fused state (valid
 // until the next step), and leaves the step's log-window sums in
 // fused.stepLog (runStep adds them once the step has succeeded, so a
-// retried attempt is not counted twice).
+// retried attempt is not counted twice). A data-parallel rank passes its
+// shard's n rows (index, t, w, noise) and gets their mse [n]: every slice's
+// loss is still scaled by 1/B, B the global batch, so that the all-reduced
+// sum of the ranks' gradients is the global batch's.
 func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpdate bool) (*ct.Tensor, error) {
 	f := tr.fused
 	f.updated = false
@@ -169,6 +181,11 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpda
 		upd = tr.fusedUpdate(mb)
 	}
 	B := int64(tr.cfg.BatchSize)
+	_, rows := tr.rows()
+	mse := f.mse
+	if f.shardMSE != nil {
+		mse = f.shardMSE
+	}
 	micro := ct.NewScope()
 	defer micro.Close()
 	err := ct.Try(func() {
@@ -176,8 +193,8 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpda
 		if upd != nil {
 			tr.sumsq.Zero_()
 		}
-		for off := int64(0); off < B; off += int64(mb) {
-			n := min(int64(mb), B-off)
+		for off := int64(0); off < rows; off += int64(mb) {
+			n := min(int64(mb), rows-off)
 			coef := 1 / float64(B) // the slice's share of the batch mean
 			if tr.cfg.SumMicrobatchGrads {
 				coef = 1 / float64(n) // [REF] each slice's own mean; slice gradients add up
@@ -185,16 +202,16 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpda
 			if tr.cfg.lossScaling() {
 				coef *= math.Exp2(tr.lg)
 			}
-			b := ct.UnetBatch{Data: data, Index: index, T: t, Noise: noise, Weights: w, MSE: f.mse,
+			b := ct.UnetBatch{Data: data, Index: index, T: t, Noise: noise, Weights: w, MSE: mse,
 				Coef: coef, Accumulate: off > 0, LogAcc: f.stepLog, Update: upd}
-			if n < B {
+			if n < rows {
 				if index != nil {
 					b.Index = micro.Adopt(index.Narrow(0, off, n))
 				} else {
 					b.Data = micro.Adopt(data.Narrow(0, off, n))
 				}
 				b.T, b.Weights = micro.Adopt(t.Narrow(0, off, n)), micro.Adopt(w.Narrow(0, off, n))
-				b.Noise, b.MSE = micro.Adopt(noise.Narrow(0, off, n)), micro.Adopt(f.mse.Narrow(0, off, n))
+				b.Noise, b.MSE = micro.Adopt(noise.Narrow(0, off, n)), micro.Adopt(mse.Narrow(0, off, n))
 			}
 			if err := f.step.Run(b); err != nil {
 				panic(err)
@@ -208,8 +225,13 @@ func (tr *trainer) tryFused(data, index, t, w, noise *ct.Tensor, mb int, mayUpda
 		tr.adamStep++
 		f.updated = true
 	}
-	return f.mse, nil
+	return mse, nil
 }
+
+// fusedLog reports whether the fused step's own log-window sums are the
+// step's (a single process); a data-parallel rank's cover only its shard,
+// so it logs from the whole batch's gathered losses instead.
+func (tr *trainer) fusedLog() bool { return tr.fused != nil && tr.comm == nil }
 
 // fusedInfo is the announce line of the fused path.
 func (tr *trainer) fusedInfo() string {
@@ -234,6 +256,12 @@ func (tr *trainer) fusedInfo() string {
 	ws, err := tr.fused.step.WorkspaceBytes(int64(tr.mb))
 	if err != nil {
 		return "training step: fused"
+	}
+	if tr.comm != nil {
+		// The rank's shard views and the step's agreement allocate a few
+		// small tensors per step.
+		return fmt.Sprintf("training step: fused (CPU kernels, %s) on this process's %d rows of the batch: activations %.1f MiB for microbatch %d + embedding table %.1f MiB, allocated once; the flat gradient all-reduced, then AdamW + EMA",
+			gemm, tr.dp.n, float64(ws)/mib, tr.mb, float64(info.TableBytes)/mib)
 	}
 	return fmt.Sprintf("training step: fused (CPU kernels, %s): activations %.1f MiB for microbatch %d + embedding table %.1f MiB, allocated once; 0 tensor allocations per step",
 		gemm, float64(ws)/mib, tr.mb, float64(info.TableBytes)/mib)

@@ -128,7 +128,7 @@ func openProgress(dir string, cols []string) (*progressWriter, error) {
 
 func (p *progressWriter) row(kv map[string]float64) error {
 	if p == nil {
-		return nil // a Prober writes no progress file
+		return nil // a Prober, or a data-parallel rank other than 0, writes no progress file
 	}
 	fields := make([]string, len(p.cols))
 	for i, c := range p.cols {

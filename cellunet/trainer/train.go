@@ -11,6 +11,7 @@ import (
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
@@ -56,7 +57,10 @@ type trainer struct {
 	data              *batcher
 	dataGen, noiseGen *ct.Generator
 
-	fused    *fusedState  // the fused step (nil: autograd)
+	fused *fusedState // the fused step (nil: autograd)
+	comm  *dist.Comm  // nil: a single process
+	dp    dpStep      // this step's data-parallel state
+
 	m, v     *ct.Tensor   // AdamW moments over the flat parameters
 	emas     []*ct.Tensor // one flat copy per EMA rate
 	sumsq    *ct.Tensor   // [2] float64: Σg², Σp² of the current step
@@ -93,22 +97,40 @@ func Train(ctx context.Context, cfg Config, data *ct.Tensor) (res Result, err er
 		return res, err
 	}
 	defer tr.close()
-	// Nothing has been written yet: the caller may still refuse the run.
-	if h := cfg.Hooks.BeforeRun; h != nil {
-		if err := h(); err != nil {
-			return res, err
-		}
-	}
-	if tr.progress, err = openProgress(cfg.SaveDir, progressColumns(cfg.lossScaling())); err != nil {
+	if err := tr.begin(); err != nil {
 		return res, err
 	}
 	return tr.run(ctx)
 }
 
+// begin runs the BeforeRun hook, then opens progress.csv (rank 0 only).
+// Data-parallel ranks agree on the outcome, so that one rank's refusal
+// stops every rank before the first step.
+func (tr *trainer) begin() error {
+	err := func() error {
+		// Nothing has been written yet: the caller may still refuse the run.
+		if h := tr.cfg.Hooks.BeforeRun; h != nil {
+			if err := h(); err != nil {
+				return err
+			}
+		}
+		if !tr.comm.IsRoot() {
+			return nil
+		}
+		var err error
+		tr.progress, err = openProgress(tr.cfg.SaveDir, progressColumns(tr.cfg.lossScaling()))
+		return err
+	}()
+	if tr.comm != nil {
+		return tr.comm.Agree(err, "could not start the run")
+	}
+	return err
+}
+
 // newTrainer builds the trainer; on error everything it built is released
 // (the deferred close works on the local value, never on a nil result).
 func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
-	tr := &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1}
+	tr := &trainer{cfg: cfg, dev: cfg.Device, out: cfg.Out, lr: cfg.LR, lg: cfg.InitialLgLossScale, mb: cfg.microbatch(), lastSaved: -1, comm: cfg.Comm}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
@@ -136,12 +158,10 @@ func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
 	// Flat parameters (AdamW and the EMAs are single passes). Autograd's
 	// gradients stay its own tensors, taken without a copy and released
 	// after the update (no zeroing pass, no accumulation into a buffer); the
-	// fused step writes its gradients into one flat buffer instead.
-	flatten := tr.store.FlattenParams
-	if cfg.useFused() {
-		flatten = tr.store.FlattenForWriters
-	}
-	if err := flatten(); err != nil {
+	// fused step writes its gradients into one flat buffer instead, and
+	// data-parallel ranks on the autograd path accumulate into one: the
+	// buffer is what one all-reduce sums over the ranks.
+	if err := tr.flatten(); err != nil {
 		return nil, err
 	}
 	if tr.diff, err = diffusion.New(cfg.Diffusion, cfg.Device); err != nil {
@@ -183,15 +203,18 @@ func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.ResumeCheckpoint != "" {
-		dir, label, complete, err := resumePoint(cfg.ResumeCheckpoint)
-		if err != nil {
-			return nil, &ResumeError{Path: cfg.ResumeCheckpoint, Err: err}
-		}
-		if err := tr.restore(dir, label, complete); err != nil {
-			return nil, &ResumeError{Path: cfg.ResumeCheckpoint, Err: err}
-		}
-		fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
+	// Only rank 0 reads the checkpoint; startDist hands its state to the others.
+	var resumeErr error
+	if cfg.ResumeCheckpoint != "" && tr.comm.IsRoot() {
+		resumeErr = tr.resume()
+	}
+	if tr.comm != nil {
+		err = tr.startDist(data, resumeErr)
+	} else {
+		err = resumeErr
+	}
+	if err != nil {
+		return nil, err
 	}
 	if cfg.useFused() {
 		if err := tr.newFused(); err != nil {
@@ -200,6 +223,19 @@ func newTrainer(cfg Config, data *ct.Tensor) (*trainer, error) {
 	}
 	built = true
 	return tr, nil
+}
+
+// resume restores cfg.ResumeCheckpoint (errors are *ResumeError).
+func (tr *trainer) resume() error {
+	dir, label, complete, err := resumePoint(tr.cfg.ResumeCheckpoint)
+	if err != nil {
+		return &ResumeError{Path: tr.cfg.ResumeCheckpoint, Err: err}
+	}
+	if err := tr.restore(dir, label, complete); err != nil {
+		return &ResumeError{Path: tr.cfg.ResumeCheckpoint, Err: err}
+	}
+	fmt.Fprintf(tr.out, "resumed from %s at step %d\n", modelFile(dir, label), tr.step)
+	return nil
 }
 
 func (tr *trainer) close() {
@@ -258,10 +294,16 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 	res := Result{}
 	total := tr.cfg.LRAnnealSteps
 	for total == 0 || tr.step < total {
-		if err := ctx.Err(); err != nil {
+		// Data-parallel ranks carry a stop request into the step's
+		// agreement instead, so that every rank stops after the same step.
+		tr.dp.stopRequested = ctx.Err() != nil
+		if tr.dp.stopRequested && tr.comm == nil {
 			return tr.interrupt(res, first, start)
 		}
 		if err := tr.runStep(); err != nil {
+			if tr.comm != nil {
+				return tr.stopOnFailure(res, first, start, err)
+			}
 			res.Steps, res.NextStep, res.Microbatch, res.Duration = tr.step-first, tr.step, tr.mb, time.Since(start)
 			return res, fmt.Errorf("step %d: %w", tr.step, err)
 		}
@@ -272,6 +314,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 				return res, err
 			}
 			res.Checkpoint = modelFile(tr.cfg.SaveDir, label)
+		}
+		if tr.dp.stopAgreed && (total == 0 || tr.step < total) {
+			return tr.interrupt(res, first, start)
 		}
 	}
 	// Final checkpoint unless the last in-loop step was just saved.
@@ -303,33 +348,56 @@ func (tr *trainer) interrupt(res Result, first int, start time.Time) (Result, er
 // optimizer and EMA, LR anneal, logging.
 func (tr *trainer) runStep() (err error) {
 	label := tr.step
+	if tr.comm != nil {
+		tr.markStep()
+	}
 	if h := tr.cfg.Hooks.BeforeStep; h != nil {
 		h(label)
 	}
 	s := ct.NewScope()
 	defer s.Close()
-	return ct.Try(func() {
+	B := int64(tr.cfg.BatchSize)
+	var t, w, mse *ct.Tensor
+	ferr := ct.Try(func() {
 		// The whole batch's randomness is drawn before it is split, so the
-		// step's result does not depend on the microbatch (OOM retries).
-		B := int64(tr.cfg.BatchSize)
-		var mse, t, w *ct.Tensor
-		var ferr error
+		// step's result does not depend on the microbatch (OOM retries) or
+		// on the number of data-parallel ranks (each takes its shard).
+		off, n := tr.rows()
+		var err error
 		if tr.fused != nil {
 			var index, noise *ct.Tensor
-			index, t, w, noise = tr.fusedDraw(s)
-			if mse, ferr = tr.forwardBackwardRows(s, tr.data.data, index, t, w, noise, true); ferr == nil {
+			index, t, w, noise = tr.fusedDraw(s, off, n)
+			ts, ws, ns := t, w, noise
+			if tr.comm != nil {
+				ts, ws, ns = s.Adopt(t.Narrow(0, off, n)), s.Adopt(w.Narrow(0, off, n)), s.Adopt(noise.Narrow(0, off, n))
+			}
+			if mse, err = tr.forwardBackwardRows(s, tr.data.data, index, ts, ws, ns, true); err == nil {
 				// Handles in s (the tensors are the fused state's buffers).
 				mse, t, w = mse.Alias(s), t.Alias(s), w.Alias(s)
 			}
 		} else {
-			batch := tr.data.next(s)
+			batch := tr.data.nextRows(s, off, n)
 			t, w = tr.sampler.Sample(s, B, tr.noiseGen)
 			noise := s.Randn(ct.On(tr.dev), tr.noiseGen, B, tr.cfg.Model.InputDim)
-			mse, ferr = tr.forwardBackward(s, batch, t, w, noise)
+			if tr.comm != nil {
+				mse, err = tr.forwardBackward(s, batch, s.Adopt(t.Narrow(0, off, n)), s.Adopt(w.Narrow(0, off, n)), s.Adopt(noise.Narrow(0, off, n)))
+			} else {
+				mse, err = tr.forwardBackward(s, batch, t, w, noise)
+			}
 		}
-		if ferr != nil {
-			panic(ferr)
+		if err != nil {
+			panic(err)
 		}
+	})
+	if tr.comm != nil {
+		// The seam between gradient production and the optimizer: agree
+		// on the step, gather the per-sample losses, sum the gradients.
+		mse, ferr = tr.reduceStep(s, mse, ferr)
+	}
+	if ferr != nil {
+		return ferr
+	}
+	return ct.Try(func() {
 		grads, numel := tr.store.Grads(s)
 		if h := tr.cfg.Hooks.AfterBackward; h != nil {
 			h(label, grads)
@@ -356,11 +424,17 @@ func (tr *trainer) runStep() (err error) {
 			if tr.fused == nil || !tr.fused.updated { // else the fused step has applied it
 				tr.adamStep++
 				tr.sumsq.Zero_()
+				// Autograd's gradients as segments (views of the flat buffer
+				// on a data-parallel rank, which the update zeroes for the
+				// next accumulation); the fused step's one flat buffer.
 				fs := ct.FusedStep{Grads: grads, GradNumel: numel, GradScale: scale, EMAs: tr.emas, Rates: tr.cfg.EMARates, SumSq: tr.sumsq}
-				if tr.fused != nil { // one flat gradient buffer
-					fs.Grads, fs.GradNumel = nil, nil
+				var flat *ct.Tensor
+				if tr.fused != nil {
+					flat, fs.Grads, fs.GradNumel = tr.store.FlatGrads(), nil, nil
+				} else {
+					fs.ZeroGrad = tr.store.FlatGrads() != nil
 				}
-				if err := ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, tr.adamConfig(), fs); err != nil {
+				if err := ct.FusedAdamW(tr.store.FlatParams(), flat, tr.m, tr.v, tr.adamStep, tr.adamConfig(), fs); err != nil {
 					panic(err)
 				}
 			}
@@ -370,14 +444,22 @@ func (tr *trainer) runStep() (err error) {
 			}
 		}
 		// Release the gradients; the next backward allocates fresh ones (the
-		// fused step overwrites its buffer).
+		// fused step overwrites its buffer; a data-parallel rank's flat
+		// buffer was zeroed by the update, or is zeroed here if skipped).
 		for _, g := range grads {
 			g.Free()
 		}
-		if tr.fused != nil {
+		if tr.fused == nil {
+			if tr.store.FlatGrads() == nil {
+				tr.store.ClearGrads()
+			} else if skipped {
+				tr.store.ZeroGrad()
+			}
+		}
+		if tr.fusedLog() {
 			tr.fused.logAcc.Add_(tr.fused.stepLog)
 		} else {
-			tr.store.ClearGrads()
+			// The whole batch's losses (gathered from every rank when data-parallel).
 			tr.win.addSamples(s, mse, w, t)
 		}
 		tr.sampler.Update(t, mse)
@@ -388,7 +470,7 @@ func (tr *trainer) runStep() (err error) {
 		}
 		if h := tr.cfg.Hooks.AfterStep; h != nil {
 			var loss *ct.Tensor
-			if tr.fused != nil {
+			if tr.fusedLog() {
 				loss = tr.fused.batchLoss(s)
 			} else {
 				loss = mse.Mul(w).Sum().DivScalar(float64(B))
@@ -435,7 +517,7 @@ func (tr *trainer) forwardBackwardRows(s *ct.Scope, data, index, t, w, noise *ct
 		// The fused step overwrites its gradient buffer on the next attempt.
 		if zerr := ct.Try(func() {
 			if tr.fused == nil {
-				tr.store.ClearGrads()
+				tr.resetGrads()
 			}
 		}); zerr != nil {
 			return nil, zerr
@@ -465,8 +547,9 @@ func (tr *trainer) tryForwardBackward(s *ct.Scope, batch, t, w, noise *ct.Tensor
 	attempt := ct.NewScope()
 	defer attempt.Close()
 	var parts []*ct.Tensor
-	for off := int64(0); off < B; off += int64(mb) {
-		n := min(int64(mb), B-off)
+	rows := batch.Dim(0) // B, or a data-parallel rank's shard of it
+	for off := int64(0); off < rows; off += int64(mb) {
+		n := min(int64(mb), rows-off)
 		micro := ct.NewScope()
 		err := micro.Run(func() error {
 			x0 := micro.Adopt(batch.Narrow(0, off, n))
@@ -576,6 +659,7 @@ func NewProber(cfg Config, data *ct.Tensor) (*Prober, error) {
 	cfg.ResumeCheckpoint = ""
 	cfg.Hooks = Hooks{}
 	cfg.Out = nil
+	cfg.Comm = nil // a probe is a single process
 	tr, err := newTrainer(cfg, data)
 	if err != nil {
 		return nil, err

@@ -60,6 +60,14 @@ struct no_cuda : std::exception {
   explicit no_cuda(std::string m) : msg(std::move(m)) {}
   const char *what() const noexcept override { return msg.c_str(); }
 };
+// dist_error carries a classified distributed failure (CGT_ERR_DIST or
+// CGT_ERR_DIST_TIMEOUT) through libtorch, e.g. out of an autograd backward.
+struct dist_error : std::exception {
+  int32_t code;
+  std::string msg;
+  dist_error(int32_t c, std::string m) : code(c), msg(std::move(m)) {}
+  const char *what() const noexcept override { return msg.c_str(); }
+};
 
 // Fault injection for tests of the error paths (cgt_debug_fail_handle_alloc):
 // while positive, it counts down handle creations on this thread, and the one
@@ -140,6 +148,9 @@ inline void set_out(cgt_tensor *out, at::Tensor t) {
   }                                                                                    \
   catch (const ::cgt::no_cuda &e) {                                                    \
     return ::cgt::status(CGT_ERR_NO_CUDA, e.what());                                   \
+  }                                                                                    \
+  catch (const ::cgt::dist_error &e) {                                                 \
+    return ::cgt::status(e.code, e.what());                                            \
   }                                                                                    \
   catch (const std::bad_alloc &e) {                                                    \
     return ::cgt::status(CGT_ERR_OUT_OF_MEMORY, e.what());                             \

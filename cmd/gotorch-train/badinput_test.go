@@ -300,6 +300,9 @@ func (fx *badFixtures) cases() []badCase {
 	withLat := func(a ...string) []string { return append(append([]string{}, lat...), a...) }
 	dataAE := []string{"--data_dir", fx.h5ad, "--no_labels", "--vae_path", fx.ae}
 	withData := func(a ...string) []string { return append(append([]string{}, dataAE...), a...) }
+	// A two-process world as torchrun describes it, less RANK; MASTER_PORT 1
+	// is never reached (these rows fail before joining).
+	world2 := []string{"WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=1"}
 	cases := []badCase{
 		// The program and its commands.
 		{name: "no command", code: exitUsage, want: []string{"no command given", "COMMANDS:"}},
@@ -376,6 +379,16 @@ func (fx *badFixtures) cases() []badCase {
 		{name: "PYTORCH_ALLOC_CONF forbidden pair", cmd: "train", args: withLat(), env: []string{"PYTORCH_ALLOC_CONF=max_split_size_mb:64,expandable_segments:True"}, code: exitUsage, want: []string{"PYTORCH_ALLOC_CONF"}},
 		{name: "allocator variables disagree", cmd: "train", args: withLat(), env: []string{"PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:64", "PYTORCH_ALLOC_CONF=max_split_size_mb:128"}, code: exitUsage, want: []string{"disagree"}},
 		{name: "env flag not a number", cmd: "train", args: withLat(), env: []string{"GOTORCH_BATCH_SIZE=x"}, code: exitUsage, want: []string{"GOTORCH_BATCH_SIZE"}},
+		// train: data-parallel flags and the launcher's environment (all
+		// refused before any process group is joined).
+		tr("dist_timeout zero", exitUsage, "--dist_timeout 0", withLat("--dist_timeout", "0")...),
+		tr("dist_timeout not a number", exitUsage, "dist_timeout", withLat("--dist_timeout", "soon")...),
+		{name: "RANK not below WORLD_SIZE", cmd: "train", args: withLat(), env: append(world2, "RANK=2"), code: exitUsage, want: []string{"rank 2 is not below the world size 2"}},
+		{name: "RANK not a number", cmd: "train", args: withLat(), env: append(world2, "RANK=first"), code: exitUsage, want: []string{`RANK="first"`}},
+		{name: "WORLD_SIZE without MASTER_ADDR", cmd: "train", args: withLat(), env: []string{"WORLD_SIZE=2", "RANK=0"}, code: exitUsage, want: []string{"MASTER_ADDR is not set"}},
+		{name: "MASTER_PORT not a port", cmd: "train", args: withLat(), env: []string{"WORLD_SIZE=2", "RANK=0", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=70000"}, code: exitUsage, want: []string{"MASTER_PORT 70000"}},
+		{name: "Slurm without a master", cmd: "train", args: withLat(), env: []string{"SLURM_NTASKS=2", "SLURM_PROCID=0"}, code: exitUsage, want: []string{"SLURM_LAUNCH_NODE_IPADDR"}},
+		{name: "global batch not divisible by the processes", cmd: "train", args: withLat("--batch_size", "7"), env: append(world2, "RANK=0"), code: exitUsage, want: []string{"--batch_size 7 is the global batch", "divisible by 2"}},
 		tr("fp16 on the CPU build", exitDevice, "--use_fp16 needs a CUDA device", withLat("--use_fp16", "True")...),
 		tr("cuda on the CPU build", exitDevice, "CPU flavour", withLat("--device", "cuda")...),
 		{name: "startup out of memory", cmd: "train", args: []string{"--latents", fx.lat, "--cpu_mem_limit", "20"}, code: exitOOM,
@@ -401,6 +414,11 @@ func (fx *badFixtures) cases() []badCase {
 		ae("train-ae resume missing", exitData, "--resume_checkpoint", "--data_dir", fx.h5ad, "--no_labels", "--resume_checkpoint", fx.path("nope/model_seed=0_step=5.pt")),
 		ae("train-ae resume misnamed", exitUsage, "model_seed=S_step=N.pt", "--data_dir", fx.h5ad, "--no_labels", "--resume_checkpoint", fx.text),
 		ae("train-ae resume corrupt", exitData, "--resume_checkpoint", "--data_dir", fx.h5ad, "--no_labels", "--resume_checkpoint", fx.aeBad),
+		ae("train-ae dist_timeout negative", exitUsage, "--dist_timeout", "--data_dir", fx.h5ad, "--dist_timeout", "-5"),
+		{name: "train-ae fused under data-parallel", cmd: "train-ae", args: []string{"--data_dir", fx.h5ad, "--no_labels", "--train_step", "fused"}, env: append(world2, "RANK=1"), code: exitUsage,
+			want: []string{"--train_step fused", "autograd"}},
+		{name: "train-ae global batch not divisible", cmd: "train-ae", args: []string{"--data_dir", fx.h5ad, "--no_labels", "--batch_size", "9"}, env: append(world2, "RANK=0"), code: exitUsage,
+			want: []string{"--batch_size 9", "divisible by 2"}},
 		ae("train-ae stray argument", exitUsage, "unexpected argument", "--data_dir", fx.h5ad, "False"),
 		{name: "train-ae out of memory", cmd: "train-ae", args: []string{"--data_dir", fx.h5ad, "--no_labels", "--cpu_mem_limit", "4"}, code: exitOOM,
 			want: []string{"❌ Memory Error", "   2. Increase --microbatch", "train-ae has no --microbatch or --use_fp16"},

@@ -239,7 +239,7 @@ func orList(v []string) string {
 // ------------------------------------------------------------- messages
 
 // pkgPrefix matches the "package: " prefixes of this module's errors.
-var pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(?:trainer|autoencoder|monitor|cgotorch|ptfile|scdata|hdf5|npz|nn|diffusion|cellunet|safetensors|atomicfile|lzf|eval): `)
+var pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(?:trainer|autoencoder|monitor|cgotorch|ptfile|scdata|hdf5|npz|nn|diffusion|cellunet|safetensors|atomicfile|lzf|eval|dist): `)
 
 // userMessage renders err for the user: one line, without the Go package
 // prefixes the libraries put in front of their errors.

@@ -45,6 +45,9 @@ type memoryRun struct {
 	command               string   // for remedies: "train-ae"
 	unavailable           []string // flags the command lacks that remedies could name
 	out                   io.Writer
+	// rank > 0: a data-parallel rank other than 0, which writes no memory
+	// series or plot (rank 0 does) and numbers its out-of-memory report.
+	rank int
 }
 
 // memory wires the monitor package into a command: the Step lines,
@@ -95,8 +98,12 @@ func newMemory(c *cli.Context, dev ct.Device, run memoryRun) (*memory, error) {
 // start creates the monitor's files for a run that is about to start:
 // --memory_log and --memory_plot (default: dir/memory.jsonl and
 // dir/memory.svg) and dir/oom_report.json. A resumed run appends to its
-// series.
+// series. A data-parallel rank other than 0 writes only its own
+// out-of-memory report, dir/oom_report.rankN.json.
 func (mem *memory) start(dir string, resume bool) error {
+	if r := mem.run.rank; r > 0 {
+		return mem.m.SetFiles(monitor.Files{Report: filepath.Join(dir, fmt.Sprintf("oom_report.rank%d.json", r))})
+	}
 	series, plot := mem.c.String("memory_log"), mem.c.String("memory_plot")
 	if series == "" {
 		series = filepath.Join(dir, "memory.jsonl")

@@ -66,7 +66,7 @@ func newTrainCommand() *cli.Command {
 			&cli.BoolFlag{Name: "oom_retry", Value: true, Usage: "on out-of-memory, rerun the step with half the microbatch (batch and gradient unchanged, --microbatch_sum included) and continue", EnvVars: env("oom_retry"), Category: catMemory},
 			&cli.StringFlag{Name: "train_step", Value: "auto", Usage: "forward/backward implementation: auto (the fused Cell_Unet step where it applies: fp32, no dropout), fused, or generic (autograd)", EnvVars: env("train_step"), Category: catTrain,
 				Action: oneOf("train_step", "auto", "fused", "generic")},
-		}, planFlags(), memoryFlags("--save_dir/--model_name"), runtimeFlags()),
+		}, planFlags(), memoryFlags("--save_dir/--model_name"), runtimeFlags(), distFlags()),
 		Action: runTrain,
 	}
 }
@@ -136,8 +136,10 @@ func checkPrecision(cfg trainer.Config) error {
 }
 
 // checkTrainInputs checks that the inputs are given coherently and exist,
-// before anything is loaded.
-func checkTrainInputs(c *cli.Context) error {
+// before anything is loaded. Only rank 0 of a data-parallel run reads the
+// checkpoint (the others may not see its file system): root says whether
+// this process checks it.
+func checkTrainInputs(c *cli.Context, root bool) error {
 	lat, data := c.String("latents"), c.String("data_dir")
 	switch {
 	case lat == "" && data == "":
@@ -147,7 +149,7 @@ func checkTrainInputs(c *cli.Context) error {
 	case data != "" && c.String("vae_path") == "":
 		return usagef("--data_dir needs --vae_path AE.pt (the autoencoder that encodes it), or give --latents FILE.npz instead")
 	}
-	if cp := c.String("resume_checkpoint"); cp != "" {
+	if cp := c.String("resume_checkpoint"); cp != "" && root {
 		if err := trainer.CheckResume(cp); err != nil {
 			return flagErr("resume_checkpoint", err)
 		}
@@ -160,7 +162,13 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkTrainInputs(c); err != nil {
+	// The launcher's environment (torchrun, srun, a PyTorchJob), before the
+	// device: --device cuda becomes this process's GPU.
+	dr, err := newDistRun(c, cfg.BatchSize)
+	if err != nil {
+		return err
+	}
+	if err := checkTrainInputs(c, dr.root()); err != nil {
 		return err
 	}
 	dev, err := setup(c)
@@ -174,7 +182,8 @@ func runTrain(c *cli.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	out := io.Writer(c.App.Writer)
+	raw := io.Writer(c.App.Writer)
+	out := dr.logOut(raw) // rank 0 logs; the other ranks print memory lines and errors
 	printHeader(out)
 	// On a terminal a progress bar runs between the log lines.
 	prog := newProgress(out, "train", cfg.LRAnnealSteps)
@@ -183,7 +192,7 @@ func runTrain(c *cli.Context) error {
 	cfg.Out = out
 
 	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, microbatch: cfg.Microbatch, fp16: cfg.Precision == trainer.FP16,
-		bf16: cfg.Precision == trainer.BF16, sum: cfg.SumMicrobatchGrads, command: "train", out: out})
+		bf16: cfg.Precision == trainer.BF16, sum: cfg.SumMicrobatchGrads, command: "train", out: dr.memWriter(out, raw), rank: dr.world.Rank})
 	if err != nil {
 		return err
 	}
@@ -203,7 +212,7 @@ func runTrain(c *cli.Context) error {
 	}
 
 	var res trainer.Result
-	err = mem.guard(func() error {
+	err = dr.result(mem.guard(func() error {
 		lat, classes, err := loadLatents(c, out, dev, vae)
 		if err != nil {
 			return err
@@ -231,7 +240,8 @@ func runTrain(c *cli.Context) error {
 			prog.step(step)
 		}
 		// Everything is valid and loaded, the checkpoint restored: only now
-		// are files created or changed.
+		// are files created or changed (rank 0's; the other ranks' only an
+		// out-of-memory report of their own).
 		cfg.Hooks.BeforeRun = func() error {
 			if err := os.MkdirAll(cfg.SaveDir, 0o755); err != nil {
 				return err
@@ -239,18 +249,22 @@ func runTrain(c *cli.Context) error {
 			if err := mem.start(cfg.SaveDir, cfg.ResumeCheckpoint != ""); err != nil {
 				return err
 			}
-			if len(classes) > 0 {
+			if len(classes) > 0 && dr.root() {
 				return writeLines(filepath.Join(cfg.SaveDir, "classes.txt"), classes)
 			}
 			return nil
 		}
+		if cfg.Comm, err = dr.join(out, dev, cfg.BatchSize); err != nil {
+			return err
+		}
+		defer cfg.Comm.Close()
 		res, err = trainer.Train(c.Context, cfg, data)
 		var re *trainer.ResumeError
 		if errors.As(err, &re) {
 			return flagErr("resume_checkpoint", err)
 		}
 		return err
-	})
+	}))
 	if errors.Is(err, trainer.ErrInterrupted) {
 		fmt.Fprintf(out, "interrupted after step %d: checkpoint %s written; continue with --resume_checkpoint %s\n",
 			res.NextStep-1, res.Checkpoint, cfg.SaveDir)
@@ -261,7 +275,8 @@ func runTrain(c *cli.Context) error {
 	}
 	fmt.Fprintf(out, "trained %d steps in %.1fs (%.2f steps/s); checkpoint %s\n", res.Steps, res.Duration.Seconds(),
 		float64(res.Steps)/res.Duration.Seconds(), res.Checkpoint)
-	if configured := min(cfg.BatchSize, max(cfg.Microbatch, 0)); res.Microbatch < cfg.BatchSize && (configured == 0 || res.Microbatch < configured) {
+	rows := cfg.BatchSize / dr.world.Size // per process
+	if configured := min(rows, max(cfg.Microbatch, 0)); res.Microbatch < rows && (configured == 0 || res.Microbatch < configured) {
 		fmt.Fprintf(out, "note: out-of-memory retries reduced the microbatch to %d; use --microbatch %d next time\n", res.Microbatch, res.Microbatch)
 	}
 	return nil

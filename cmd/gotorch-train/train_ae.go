@@ -46,7 +46,7 @@ func newTrainAECommand() *cli.Command {
 			&cli.StringFlag{Name: "state_dict", Usage: "initialise from an SCimilarity model `DIR` (encoder.ckpt, decoder.ckpt) as the reference does: all but the gene-indexed first encoder and last decoder layers", EnvVars: env("state_dict"), Category: catModel},
 			&cli.StringFlag{Name: "train_step", Value: "auto", Usage: "forward/backward implementation: auto (the fused autoencoder step where it applies: CPU, no dropout), fused, or generic (autograd)", EnvVars: env("train_step"), Category: catTrain,
 				Action: oneOf("train_step", "auto", "fused", "generic")},
-		}, memoryFlags("--save_dir"), runtimeFlags()),
+		}, memoryFlags("--save_dir"), runtimeFlags(), distFlags()),
 		Action: runTrainAE,
 	}
 }
@@ -84,7 +84,17 @@ func runTrainAE(c *cli.Context) error {
 	if err := needDataDir(c); err != nil {
 		return err
 	}
-	if r := c.String("resume_checkpoint"); r != "" {
+	// The launcher's environment (torchrun, srun, a PyTorchJob), before the
+	// device: --device cuda becomes this process's GPU.
+	dr, err := newDistRun(c, c.Int("batch_size"))
+	if err != nil {
+		return err
+	}
+	if dr.world.Distributed() && c.String("train_step") == "fused" {
+		return usagef("--train_step fused: data-parallel train-ae trains through autograd (its BatchNorm statistics are synchronised over the processes); use --train_step auto or generic")
+	}
+	// Only rank 0 reads the checkpoint (the others may not see its file system).
+	if r := c.String("resume_checkpoint"); r != "" && dr.root() {
 		if _, _, ok := autoencoder.ParseCheckpointName(r); !ok {
 			return usagef("--resume_checkpoint %s: want a train-ae checkpoint named model_seed=S_step=N.pt", r)
 		}
@@ -98,13 +108,14 @@ func runTrainAE(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out := io.Writer(c.App.Writer)
+	raw := io.Writer(c.App.Writer)
+	out := dr.logOut(raw) // rank 0 logs; the other ranks print memory lines and errors
 	printHeader(out)
 	prog := newProgress(out, "train-ae", c.Int("max_steps"))
 	defer prog.done()
 	out = prog
 	mem, err := newMemory(c, dev, memoryRun{batchSize: c.Int("batch_size"), command: "train-ae",
-		unavailable: []string{"--microbatch", "--use_fp16"}, out: out})
+		unavailable: []string{"--microbatch", "--use_fp16"}, out: dr.memWriter(out, raw), rank: dr.world.Rank})
 	if err != nil {
 		return err
 	}
@@ -112,7 +123,7 @@ func runTrainAE(c *cli.Context) error {
 
 	var res autoencoder.Result
 	var cfg autoencoder.TrainConfig
-	err = mem.guard(func() error {
+	err = dr.result(mem.guard(func() error {
 		pp, err := loadData(c, out)
 		if err != nil {
 			return err
@@ -130,7 +141,8 @@ func runTrainAE(c *cli.Context) error {
 		cfg.Device = dev
 		cfg.Out = out
 		// Everything is valid and loaded, any checkpoint restored: only now
-		// are files created or changed.
+		// are files created or changed (rank 0's; the other ranks' only an
+		// out-of-memory report of their own).
 		cfg.BeforeRun = func() error {
 			dir := cfg.SaveDir
 			if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -138,6 +150,9 @@ func runTrainAE(c *cli.Context) error {
 			}
 			if err := mem.start(dir, cfg.Resume != ""); err != nil {
 				return err
+			}
+			if !dr.root() {
+				return nil
 			}
 			if err := writeLines(filepath.Join(dir, "genes.txt"), pp.Genes); err != nil {
 				return err
@@ -155,6 +170,10 @@ func runTrainAE(c *cli.Context) error {
 			mem.afterStep(step)
 			prog.step(step)
 		}
+		if cfg.Comm, err = dr.join(out, dev, cfg.BatchSize); err != nil {
+			return err
+		}
+		defer cfg.Comm.Close()
 		res, err = autoencoder.Train(c.Context, cfg, rowSource(pp.X))
 		var re *autoencoder.ResumeError
 		if errors.As(err, &re) {
@@ -164,7 +183,7 @@ func runTrainAE(c *cli.Context) error {
 			return flagErr("state_dict", err)
 		}
 		return err
-	})
+	}))
 	if errors.Is(err, autoencoder.ErrInterrupted) {
 		fmt.Fprintf(out, "interrupted: checkpoint %s written; continue with --resume_checkpoint %s\n", res.Checkpoint, res.Checkpoint)
 		return nil
