@@ -38,7 +38,11 @@ grep -E 'TORCH_VERSION_(MAJOR|MINOR)' "$ROOT/usr/include/torch/csrc/api/include/
 
 echo "== Go test binaries (outside, linked against the host shim)"
 make -s shim
-PKGS_GO=${CI_PKGS:-$(go list ./cgotorch/... ./nn/... ./cellunet/... ./monitor/... | grep -v -e /scdata -e cgotorchtest)}
+# Packages that link HDF5 (scdata and its importers, e.g. eval) stay out:
+# built here against Debian 12's libhdf5 (soname .103), they cannot load in
+# trixie (1.14, .310). The CUDA lane compiles them against trixie's HDF5.
+PKGS_GO=${CI_PKGS:-$(go list -f '{{.ImportPath}} {{join .Deps " "}}' ./cgotorch/... ./nn/... ./cellunet/... ./monitor/... |
+  awk '$0 !~ /scdata\/hdf5/ && $1 !~ /\/scdata/ && $1 !~ /cgotorchtest/ {print $1}')}
 rm -rf bin/torch2 && mkdir -p bin/torch2
 for p in $PKGS_GO; do
   rel=${p#github.com/scdiffusion/gotorch-train/}
