@@ -23,6 +23,12 @@ if [ "${TRIXIE_LOCKED:-}" != 1 ]; then
   flock 9
 fi
 
+# An existing chroot that lacks a package (one added to PKGS later, e.g.
+# libgloo-dev) gets it installed; only a missing or broken one is rebuilt.
+if [ -x "$ROOT/usr/bin/apt-get" ] && ! chroot "$ROOT" sh -c "dpkg -s $PKGS >/dev/null 2>&1" 2>/dev/null; then
+  echo "== installing the missing packages of $PKGS into $ROOT"
+  chroot "$ROOT" sh -c "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS" >/dev/null || true
+fi
 if ! chroot "$ROOT" sh -c "dpkg -s $PKGS >/dev/null 2>&1" 2>/dev/null; then
   echo "== creating the trixie chroot in $ROOT (libtorch 2.x)"
   command -v debootstrap >/dev/null || { apt-get update -q && apt-get install -y -q debootstrap; }
