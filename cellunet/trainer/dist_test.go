@@ -1,10 +1,11 @@
 package trainer
 
 import (
-	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -148,6 +149,7 @@ func TestDataParallelTwoRanks(t *testing.T) {
 
 func testTwoRanks(t *testing.T, step StepImpl) {
 	ref := referenceRun(t, "", step)
+	same := sameSums(t, step)
 	t.Run("equal to one process", func(t *testing.T) {
 		dir, res := runRanks(t, "ok", step)
 		for r, x := range res {
@@ -156,14 +158,19 @@ func testTwoRanks(t *testing.T, step StepImpl) {
 			}
 		}
 		run := filepath.Join(dir, "run")
-		equalBits(t, "weights", flatParams(t, run, distSteps), flatParams(t, ref, distSteps))
-		equalBits(t, "EMA", loadFile(t, emaFile(run, "0.9", distSteps)), loadFile(t, emaFile(ref, "0.9", distSteps)))
-		equalBits(t, "AdamW state", loadFile(t, optFile(run, distSteps)), loadFile(t, optFile(ref, distSteps)))
+		same.weights(t, "weights", flatParams(t, run, distSteps), flatParams(t, ref, distSteps))
+		same.weights(t, "EMA", loadFile(t, emaFile(run, "0.9", distSteps)), loadFile(t, emaFile(ref, "0.9", distSteps)))
+		got, want := loadNamed(t, optFile(run, distSteps)), loadNamed(t, optFile(ref, distSteps))
+		if len(got) != len(want) {
+			t.Fatalf("AdamW state: %d tensors, want %d", len(got), len(want))
+		}
+		for name, w := range want {
+			same.state(t, "AdamW state "+name, got[name], w)
+		}
 		// The sampler saw the whole batch's losses on every rank: its history
 		// (in the state file) is the single process's.
-		if !bytes.Equal(stateTensor(t, run, "sampler.loss_history"), stateTensor(t, ref, "sampler.loss_history")) {
-			t.Error("the loss-aware sampler's history differs from the single process's")
-		}
+		same.state(t, "the loss-aware sampler's history", float32s(stateTensor(t, run, "sampler.loss_history")),
+			float32s(stateTensor(t, ref, "sampler.loss_history")))
 		if _, err := os.Stat(filepath.Join(run, "progress.csv")); err != nil {
 			t.Errorf("rank 0 wrote no progress.csv: %v", err)
 		}
@@ -180,14 +187,129 @@ func testTwoRanks(t *testing.T, step StepImpl) {
 			t.Errorf("ranks stopped after %d and %d steps, want %d", res[0].Steps, res[1].Steps, oomStep)
 		}
 		// Rank 0 wrote step oomStep−1, with the failed step's draws undone:
-		// resuming from it continues the reference run exactly.
+		// resuming from it continues the reference run exactly (a wrong
+		// draw would change most weights by far more than the drift).
 		run := filepath.Join(dir, "run")
 		if _, err := os.Stat(stateFile(run, oomStep-1)); err != nil {
 			t.Fatalf("no checkpoint of step %d: %v (rank 0: %s)", oomStep-1, err, res[0].Err)
 		}
 		resumed := referenceRun(t, modelFile(run, oomStep-1), step)
-		equalBits(t, "weights after resuming the stopped run", flatParams(t, resumed, distSteps), flatParams(t, ref, distSteps))
+		same.weights(t, "weights after resuming the stopped run", flatParams(t, resumed, distSteps), flatParams(t, ref, distSteps))
 	})
+}
+
+// comparison compares a two-rank run with the single process that splits
+// the batch into the ranks' two halves.
+type comparison struct{ exact bool }
+
+// sameSums says how: bit for bit where both add the halves' gradients the
+// same way — autograd (each half's gradient, then one addition), and the
+// fused step when it calls OpenBLAS's sgemm itself. With libtorch's mm
+// instead (the fused step's fallback, e.g. over the reference BLAS of
+// Debian trixie's libtorch 2.6) the single process accumulates its second
+// half inside the matrix product (addmm, beta 1), which rounds differently
+// from the all-reduce's separate addition: the runs then drift apart by a
+// few ulps per step, which AdamW's normalisation carries into the weights.
+func sameSums(t *testing.T, step StepImpl) comparison {
+	if step == StepGeneric {
+		return comparison{exact: true}
+	}
+	data := latents(t, 64, 16, 3)
+	defer data.Free()
+	cfg := distConfig(t.TempDir())
+	cfg.Step = step
+	tr, err := newTrainer(cfg, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	info, err := tr.fused.step.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.BLAS {
+		t.Logf("the fused step uses libtorch's mm here: comparing within the drift of differently rounded gradient sums")
+	}
+	return comparison{exact: info.BLAS}
+}
+
+// weights compares weights (or EMA weights): without exactness, at most
+// 0.1 % of them may differ by more than 1e-5 — those whose true gradient is
+// near zero, where AdamW scales rounding noise to steps of up to ~lr — and
+// none by more than 2·lr per step (measured over libtorch 2.6's mm: none
+// off by > 1e-5, max |Δ| 1.2e-7).
+func (c comparison) weights(t *testing.T, what string, got, want []float64) {
+	t.Helper()
+	if c.exact {
+		equalBits(t, what, got, want)
+		return
+	}
+	md, frac := drift(t, what, got, want, 1e-5)
+	lr := distConfig("").LR
+	t.Logf("%s: max |Δ| %.3g, %.4f %% off by > 1e-5", what, md, 100*frac)
+	if frac > 0.001 || md > 2*lr*distSteps {
+		t.Errorf("%s: max |Δ| %.3g, %.4f %% off by > 1e-5 (want ≤ 0.1 %% and ≤ %.3g)", what, md, 100*frac, 2*lr*distSteps)
+	}
+}
+
+// state compares one tensor of optimizer or sampler state: without
+// exactness, every value within 1e-4 of the tensor's largest (measured over
+// libtorch 2.6's mm: ≤ 2e-7).
+func (c comparison) state(t *testing.T, what string, got, want []float64) {
+	t.Helper()
+	if c.exact {
+		equalBits(t, what, got, want)
+		return
+	}
+	scale := cgotorchtest.MaxAbs(want)
+	if md, _ := drift(t, what, got, want, 0); md > 1e-4*scale {
+		t.Errorf("%s: max |Δ| %.3g, more than 1e-4 of the largest value %.3g", what, md, scale)
+	}
+}
+
+// drift is the largest absolute difference and the fraction of values
+// differing by more than tol.
+func drift(t *testing.T, what string, got, want []float64, tol float64) (maxDiff, frac float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: lengths %d and %d", what, len(got), len(want))
+	}
+	over := 0
+	for i := range got {
+		d := math.Abs(got[i] - want[i])
+		if math.IsNaN(d) {
+			d = math.Inf(1)
+		}
+		maxDiff = max(maxDiff, d)
+		if d > tol {
+			over++
+		}
+	}
+	return maxDiff, float64(over) / float64(len(got))
+}
+
+// loadNamed reads every tensor of a .pt file as float64 values, by name.
+func loadNamed(t *testing.T, path string) map[string][]float64 {
+	t.Helper()
+	sd, err := ct.LoadPT(path, ct.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.FreeAll(sd)
+	out := map[string][]float64{}
+	for _, n := range sd {
+		out[n.Name] = cgotorchtest.Float64s(n.T)
+	}
+	return out
+}
+
+// float32s reads little-endian float32 bytes.
+func float32s(b []byte) []float64 {
+	out := make([]float64, len(b)/4)
+	for i := range out {
+		out[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+	}
+	return out
 }
 
 // stateTensor reads a tensor of a checkpoint's state file as bytes.
