@@ -133,7 +133,7 @@ func TestDataParallelAE(t *testing.T) {
 		// mean) and the running means that contain it. There AdamW turns
 		// rounding noise into steps of up to lr whatever its size, so those
 		// differ by up to ~lr per step.
-		a, b := loadSD(t, name(okDir, aeDistSteps-1)), loadSD(t, name(ref.SaveDir, aeDistSteps-1))
+		a, b := cgotorchtest.LoadPT(t, name(okDir, aeDistSteps-1)), cgotorchtest.LoadPT(t, name(ref.SaveDir, aeDistSteps-1))
 		noise := regexp.MustCompile(`^((encoder|decoder)\.network\.\d+\.1\.bias|decoder\.network\.0\.0\.bias|.*running_mean)$`)
 		for k, v := range a {
 			tol := 1e-5
@@ -163,7 +163,7 @@ func TestDataParallelAE(t *testing.T) {
 		// statistics) and wrote the last complete one: the same checkpoint
 		// as the run that did not fail.
 		run := filepath.Join(dir, "run")
-		sameSD(t, "the checkpoint written on failure", loadSD(t, name(run, aeOOMStep-1)), loadSD(t, name(okDir, aeOOMStep-1)))
+		sameSD(t, "the checkpoint written on failure", cgotorchtest.LoadPT(t, name(run, aeOOMStep-1)), cgotorchtest.LoadPT(t, name(okDir, aeOOMStep-1)))
 		state := func(d string) []byte {
 			b, err := os.ReadFile(filepath.Join(d, "state_seed=0_step=2.safetensors"))
 			if err != nil {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet/autoencoder"
+
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
 
 // TestResumeFromStepZero: the first checkpoint (step 0, written after one
@@ -35,7 +37,7 @@ func TestResumeFromStepZero(t *testing.T) {
 		t.Errorf("resumed from step 0: %d steps, losses\n%v\nwant\n%v", rb.Steps, rb.Log, ra.Log[1:])
 	}
 	final := autoencoder.CheckpointName(0, 11)
-	sameSD(t, "resumed from step 0", loadSD(t, filepath.Join(a.SaveDir, final)), loadSD(t, filepath.Join(b.SaveDir, final)))
+	sameSD(t, "resumed from step 0", cgotorchtest.LoadPT(t, filepath.Join(a.SaveDir, final)), cgotorchtest.LoadPT(t, filepath.Join(b.SaveDir, final)))
 	for _, step := range []int{0, 5, 10, 11} {
 		_, errA := os.Stat(filepath.Join(a.SaveDir, autoencoder.CheckpointName(0, step)))
 		_, errB := os.Stat(filepath.Join(b.SaveDir, autoencoder.CheckpointName(0, step)))

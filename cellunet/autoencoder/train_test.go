@@ -62,21 +62,6 @@ func smallTrainConfig(t testing.TB) autoencoder.TrainConfig {
 	return cfg
 }
 
-// loadSD reads a checkpoint as name → values.
-func loadSD(t testing.TB, path string) map[string][]float64 {
-	t.Helper()
-	sd, err := ct.LoadPT(path, ct.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ct.FreeAll(sd)
-	out := map[string][]float64{}
-	for _, n := range sd {
-		out[n.Name] = cgotorchtest.Float64s(n.T)
-	}
-	return out
-}
-
 func sameSD(t *testing.T, what string, a, b map[string][]float64) {
 	t.Helper()
 	if len(a) != len(b) || len(a) == 0 {
@@ -130,7 +115,7 @@ func TestTrainLossDecreases(t *testing.T) {
 	if want := filepath.Join(cfg.SaveDir, autoencoder.CheckpointName(0, 149)); res.Checkpoint != want {
 		t.Errorf("Checkpoint %q, want %q", res.Checkpoint, want)
 	}
-	sd := loadSD(t, res.Checkpoint)
+	sd := cgotorchtest.LoadPT(t, res.Checkpoint)
 	if n := sd["encoder.network.0.2.num_batches_tracked"]; len(n) != 1 || n[0] != 150 {
 		t.Errorf("num_batches_tracked = %v, want 150 (train-mode BatchNorm)", n)
 	}
@@ -188,7 +173,7 @@ func trainDeterministicAndResumable(t *testing.T, step string, dropout bool) {
 		t.Errorf("losses differ between identical runs:\n%v\n%v", ra.Log, rb.Log)
 	}
 	final := autoencoder.CheckpointName(0, 11)
-	sameSD(t, "identical runs", loadSD(t, filepath.Join(a.SaveDir, final)), loadSD(t, filepath.Join(b.SaveDir, final)))
+	sameSD(t, "identical runs", cgotorchtest.LoadPT(t, filepath.Join(a.SaveDir, final)), cgotorchtest.LoadPT(t, filepath.Join(b.SaveDir, final)))
 
 	// Stop after step 5 (6 updates; 200 rows / 32 = 6 batches per epoch,
 	// so the resumed run starts a new epoch), then resume to step 11.
@@ -209,7 +194,7 @@ func trainDeterministicAndResumable(t *testing.T, step string, dropout bool) {
 	if fmt.Sprint(rc.Log) != fmt.Sprint(ra.Log[6:]) {
 		t.Errorf("resumed losses differ:\n%v\n%v", rc.Log, ra.Log[6:])
 	}
-	sameSD(t, "resumed run", loadSD(t, filepath.Join(a.SaveDir, final)), loadSD(t, filepath.Join(c.SaveDir, final)))
+	sameSD(t, "resumed run", cgotorchtest.LoadPT(t, filepath.Join(a.SaveDir, final)), cgotorchtest.LoadPT(t, filepath.Join(c.SaveDir, final)))
 
 	d := mk()
 	d.Seed = 7

@@ -160,7 +160,7 @@ func testTwoRanks(t *testing.T, step StepImpl) {
 		run := filepath.Join(dir, "run")
 		same.weights(t, "weights", flatParams(t, run, distSteps), flatParams(t, ref, distSteps))
 		same.weights(t, "EMA", loadFile(t, emaFile(run, "0.9", distSteps)), loadFile(t, emaFile(ref, "0.9", distSteps)))
-		got, want := loadNamed(t, optFile(run, distSteps)), loadNamed(t, optFile(ref, distSteps))
+		got, want := cgotorchtest.LoadPT(t, optFile(run, distSteps)), cgotorchtest.LoadPT(t, optFile(ref, distSteps))
 		if len(got) != len(want) {
 			t.Fatalf("AdamW state: %d tensors, want %d", len(got), len(want))
 		}
@@ -286,21 +286,6 @@ func drift(t *testing.T, what string, got, want []float64, tol float64) (maxDiff
 		}
 	}
 	return maxDiff, float64(over) / float64(len(got))
-}
-
-// loadNamed reads every tensor of a .pt file as float64 values, by name.
-func loadNamed(t *testing.T, path string) map[string][]float64 {
-	t.Helper()
-	sd, err := ct.LoadPT(path, ct.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ct.FreeAll(sd)
-	out := map[string][]float64{}
-	for _, n := range sd {
-		out[n.Name] = cgotorchtest.Float64s(n.T)
-	}
-	return out
 }
 
 // float32s reads little-endian float32 bytes.

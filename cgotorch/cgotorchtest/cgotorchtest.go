@@ -108,6 +108,26 @@ func Float64s(x *ct.Tensor) []float64 {
 	return s.Adopt(x.ToDType(ct.Float64)).Float64s()
 }
 
+// LoadPT reads every tensor of a .pt file (a state dict or checkpoint) as
+// float64 values, by name.
+func LoadPT(tb testing.TB, path string) map[string][]float64 {
+	tb.Helper()
+	sd, err := ct.LoadPT(path, ct.CPU)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ct.FreeAll(sd)
+	out := map[string][]float64{}
+	if err := ct.Try(func() {
+		for _, n := range sd {
+			out[n.Name] = Float64s(n.T)
+		}
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
 // RSS is this process's resident set size in bytes (/proc/self/statm).
 func RSS(tb testing.TB) int64 {
 	tb.Helper()

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
 
 // Data-parallel training end to end: two processes on the CPU with Gloo,
@@ -186,30 +186,11 @@ func (l *launch) signalRank(rank int, sig syscall.Signal, limit time.Duration) (
 	return time.Now(), syscall.Kill(pid, sig)
 }
 
-// loadFloats reads every tensor of a .pt state dict as float64 values.
-func loadFloats(t *testing.T, path string) map[string][]float64 {
-	t.Helper()
-	sd, err := ct.LoadPT(path, ct.CPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ct.FreeAll(sd)
-	out := map[string][]float64{}
-	if err := ct.Try(func() {
-		for _, n := range sd {
-			out[n.Name] = n.T.ToDType(ct.Float64).Float64s()
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // diffStats compares two state dicts: the largest absolute difference and
 // the fraction of elements differing by more than tol.
 func diffStats(t *testing.T, a, b string, tol float64) (maxDiff, fracOver float64) {
 	t.Helper()
-	x, y := loadFloats(t, a), loadFloats(t, b)
+	x, y := cgotorchtest.LoadPT(t, a), cgotorchtest.LoadPT(t, b)
 	if len(x) != len(y) {
 		t.Fatalf("%s has %d tensors, %s %d", a, len(x), b, len(y))
 	}
