@@ -18,6 +18,12 @@ import (
 // cancelled: the current step was finished and a checkpoint written.
 var ErrInterrupted = errors.New("classifier: training interrupted")
 
+// ErrData is wrapped by Train's errors about its input rather than the
+// computation: data that does not fit the configuration (widths, label
+// range, too few cells) and checkpoints to resume from that are missing,
+// unreadable or of another run.
+var ErrData = errors.New("invalid data or checkpoint")
+
 // TrainConfig is one classifier training run (classifier_train.py). Use
 // DefaultTrainConfig and override fields; the zero value is not valid.
 type TrainConfig struct {
@@ -249,6 +255,9 @@ func newTrainer(cfg TrainConfig, train Data, val *Data) (_ *trainer, err error) 
 	}
 	if cfg.Resume != "" {
 		if err := tr.resume(cfg.Resume); err != nil {
+			if !errors.Is(err, ct.ErrOutOfMemory) {
+				err = fmt.Errorf("%w (%w)", err, ErrData)
+			}
 			return nil, err
 		}
 	}
@@ -471,18 +480,18 @@ func newBatcher(d Data, cfg TrainConfig, gen *ct.Generator, what string) (*batch
 	}
 	switch {
 	case dim != cfg.Model.InputDim:
-		return nil, fmt.Errorf("classifier: the %s latents have %d columns, the classifier's input is %d", what, dim, cfg.Model.InputDim)
+		return nil, fmt.Errorf("classifier: %w: the %s latents have %d columns, the classifier's input is %d", ErrData, what, dim, cfg.Model.InputDim)
 	case nl != n || ldt != ct.Int64:
-		return nil, fmt.Errorf("classifier: the %s data has %d latents and %d labels (%s); want one int64 label per cell", what, n, nl, ldt)
+		return nil, fmt.Errorf("classifier: %w: the %s data has %d latents and %d labels (%s); want one int64 label per cell", ErrData, what, n, nl, ldt)
 	case n < int64(cfg.BatchSize):
-		return nil, fmt.Errorf("classifier: the %s data has %d cells, fewer than batch_size %d (the last incomplete batch is dropped)", what, n, cfg.BatchSize)
+		return nil, fmt.Errorf("classifier: %w: the %s data has %d cells, fewer than batch_size %d (the last incomplete batch is dropped)", ErrData, what, n, cfg.BatchSize)
 	}
 	var lo, hi float64
 	if err := ct.Try(func() { lo, hi = d.Labels.Min().Item(), d.Labels.Max().Item() }); err != nil {
 		return nil, err
 	}
 	if lo < 0 || hi >= float64(cfg.Model.NumClass) {
-		return nil, fmt.Errorf("classifier: the %s labels span %d..%d but the classifier has %d classes (num_class)", what, int64(lo), int64(hi), cfg.Model.NumClass)
+		return nil, fmt.Errorf("classifier: %w: the %s labels span %d..%d but the classifier has %d classes (num_class)", ErrData, what, int64(lo), int64(hi), cfg.Model.NumClass)
 	}
 	return &batcher{d: d, n: n, b: int64(cfg.BatchSize), dev: cfg.Device, gen: gen}, nil
 }

@@ -119,6 +119,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newTrainAECommand(),
 			newEncodeCommand(),
 			newTrainCommand(),
+			newTrainClassifierCommand(),
 		},
 	}
 	for _, c := range app.Commands {
