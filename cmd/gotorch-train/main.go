@@ -120,6 +120,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newEncodeCommand(),
 			newTrainCommand(),
 			newTrainClassifierCommand(),
+			newSampleCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -61,6 +61,9 @@ func runTrainClassifier(c *cli.Context) error {
 	out := c.App.Writer
 	// Everything the flags alone decide is checked before any file is read
 	// or written.
+	if err := noArgs(c); err != nil {
+		return err
+	}
 	hidden, err := cellunet.ParseHidden(c.String("hidden_dim"))
 	if err != nil {
 		return usagef("--hidden_dim %q: want at least three positive widths separated by commas", c.String("hidden_dim"))
@@ -173,6 +176,9 @@ func runTrainClassifier(c *cli.Context) error {
 		return err
 	})
 	switch {
+	case errors.Is(err, classifier.ErrInterrupted) && res.Checkpoint == "":
+		fmt.Fprintln(out, "interrupted before the first step: no checkpoint written")
+		return nil
 	case errors.Is(err, classifier.ErrInterrupted):
 		fmt.Fprintf(out, "interrupted after step %d: checkpoint %s written; continue with --resume_checkpoint %s\n",
 			res.NextStep-1, res.Checkpoint, cfg.SaveDir)
