@@ -7,7 +7,6 @@ import (
 	"github.com/scdiffusion/gotorch-train/cellunet"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
-	"github.com/scdiffusion/gotorch-train/nn"
 )
 
 // TestForwardAtEqualsForward: the shared-step forward (embedding folded into
@@ -15,7 +14,7 @@ import (
 // without autograd (then its gradient too), and a bfloat16 copy of the
 // model stays within bfloat16 rounding of it.
 func TestForwardAtEqualsForward(t *testing.T) {
-	st, m := newDefault(t, 7)
+	_, m := newDefault(t, 7)
 	s := ct.NewScope()
 	defer s.Close()
 	g, err := ct.NewGenerator(ct.CPU, 3)
@@ -40,33 +39,31 @@ func TestForwardAtEqualsForward(t *testing.T) {
 	gw, gg := gradOf(m.Forward(xg, tt)), gradOf(m.ForwardAt(xg, 250))
 	cgotorchtest.AssertClose(t, "ForwardAt gradient", gg, gw, 1e-4, 1e-6)
 
-	// bfloat16: 8 significant bits; the error relative to the output's scale.
-	bst := nn.NewStoreDType(ct.CPU, ct.BFloat16)
-	defer bst.Close()
-	bm, err := cellunet.New(bst.Root(), cellunet.DefaultConfig())
+	// Matrix products in bfloat16 (8 significant bits): the error relative
+	// to the output's scale, and the result is float32.
+	mx, err := cellunet.NewMixed(m, ct.BFloat16)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bm.Close()
-	var sd []ct.Named
-	for _, p := range st.All() {
-		sd = append(sd, ct.Named{Name: p.Name, T: p.T})
-	}
-	if err := bst.LoadStateDict(sd, true); err != nil {
-		t.Fatal(err)
-	}
+	defer mx.Close()
 	var want, got *ct.Tensor
+	base := ct.LiveTensors()
 	ct.NoGrad(func() {
 		want = s.Adopt(m.ForwardAt(x, 600))
-		got = s.Adopt(bm.ForwardAt(x, 600))
+		got = s.Adopt(mx.ForwardAt(x, 600))
 	})
-	if got.DType() != ct.BFloat16 {
-		t.Fatalf("bf16 model returned %s", got.DType())
+	if d := ct.LiveTensors() - base; d != 2 {
+		t.Errorf("%d live handles after two forwards, want their 2 results", d)
 	}
-	diff := s.Adopt(got.ToDType(ct.Float32)).Sub(want)
-	rel := diff.Norm().Item() / want.Norm().Item()
-	if math.IsNaN(rel) || rel > 0.03 {
-		t.Errorf("bfloat16 forward: relative error %.4f, want < 0.03", rel)
+	if got.DType() != ct.Float32 {
+		t.Fatalf("mixed model returned %s", got.DType())
 	}
-	t.Logf("bfloat16 forward: relative L2 error %.4f", rel)
+	rel := s.Adopt(got.Sub(want)).Norm().Item() / want.Norm().Item()
+	if math.IsNaN(rel) || rel > 0.03 || rel == 0 {
+		t.Errorf("bfloat16 matrix products: relative error %.4f, want in (0, 0.03)", rel)
+	}
+	t.Logf("bfloat16 matrix products: relative L2 error %.4f", rel)
+	if _, err := cellunet.NewMixed(m, ct.Float64); err == nil {
+		t.Error("NewMixed(float64): no error")
+	}
 }

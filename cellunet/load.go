@@ -49,13 +49,12 @@ func (l *Loaded) Close() {
 	l.Store.Close()
 }
 
-// Load builds a Cell_Unet on dev with parameters of dtype dt (Float32, or
-// BFloat16 for ForwardAt in bfloat16) from a state_dict file (.pt written
-// by torch.save or gotorch-train, or .safetensors), inferring the
+// Load builds a Cell_Unet on dev from a state_dict file (.pt written by
+// torch.save or gotorch-train, or .safetensors), inferring the
 // architecture from its shapes, and loads it strictly. The model is in
 // evaluation mode. (Building it first draws the default initialisation
 // from the default CPU generator; the load overwrites it.)
-func Load(path string, dev ct.Device, dt ct.DType) (*Loaded, error) {
+func Load(path string, dev ct.Device) (*Loaded, error) {
 	var sd []ct.Named
 	var err error
 	if strings.HasSuffix(strings.ToLower(path), ".safetensors") {
@@ -74,7 +73,7 @@ func Load(path string, dev ct.Device, dt ct.DType) (*Loaded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (checkpoint %s)", err, path)
 	}
-	st := nn.NewStoreDType(dev, dt)
+	st := nn.NewStore(dev)
 	m, err := New(st.Root(), cfg)
 	if err != nil {
 		st.Close()

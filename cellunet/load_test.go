@@ -15,7 +15,7 @@ func TestLoadInfersConfig(t *testing.T) {
 	s := ct.NewScope()
 	defer s.Close()
 	g := cgotorchtest.Golden(t, s, "testdata/small_golden.safetensors")
-	m, err := cellunet.Load("testdata/small.pt", ct.CPU, ct.Float32)
+	m, err := cellunet.Load("testdata/small.pt", ct.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestLoadInfersConfig(t *testing.T) {
 	}
 	cgotorchtest.AssertClose(t, "forward", s.Adopt(m.Forward(g["x"], g["t"])), g["forward"], rtol, atol)
 	for _, bad := range []string{"testdata/nope.pt", "autoencoder/testdata/small.pt", "model_test.go"} {
-		if l, err := cellunet.Load(bad, ct.CPU, ct.Float32); err == nil {
+		if l, err := cellunet.Load(bad, ct.CPU); err == nil {
 			l.Close()
 			t.Errorf("%s: no error", bad)
 		}

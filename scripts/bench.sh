@@ -3,8 +3,10 @@
 # python3-torch at /usr/bin/python3, the same libtorch), in one invocation,
 # interleaved run by run: per-op overhead, the 128-512-512-128 MLP training
 # loop (batch 64), the Cell_Unet training step (batch 128) and its GEMM-only
-# floor, at 1 and 2 threads; then the memory monitor's cost per step and per
-# cleanup. Two environments:
+# floor, the ancestral sampling loop (batch SAMPLE_BATCH, SAMPLE_STEPS timed
+# steps; fp32 and, on CPUs with AVX512-BF16 or AMX, bf16) and its
+# matrix-product floors, at 1 and 2 threads; then the memory monitor's cost
+# per step and per cleanup. Two environments:
 #   matched  both processes get the same OPENBLAS_CORETYPE (the kernels this
 #            CPU supports) and the same glibc malloc thresholds: like for like;
 #   default  nothing set: PyTorch runs as installed, gotorch-train as shipped
@@ -13,6 +15,11 @@
 # this command, the machine and the versions.
 #
 #   scripts/bench.sh                 # REPS=3 THREADS="1 2" STEPS=200 MODES="matched default"
+#   BENCHES=sample scripts/bench.sh  # only sampling: replaces the sampling section of BENCHMARKS.md
+#
+# With SAMPLE_MODEL (a trained backbone modelNNNNNN.pt) and SAMPLE_VAE (its
+# autoencoder) it also checks bf16 samples against fp32 ones of the same seed
+# (scripts/bench/sample_quality.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -22,6 +29,12 @@ MLP_STEPS=${MLP_STEPS:-300}
 MODES=${MODES:-matched default}
 PY=${REF_PYTHON:-/usr/bin/python3}
 OUT=${BENCH_OUT:-bench-results.jsonl}
+BENCHES=${BENCHES:-step sample}
+SAMPLE_BATCH=${SAMPLE_BATCH:-1500}
+SAMPLE_STEPS=${SAMPLE_STEPS:-100}
+has() { [[ " $BENCHES " == *" $1 "* ]]; }
+bf16=""
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then bf16=1; fi
 
 go build -o bin/gotorch-bench ./cmd/gotorch-bench
 core=$(GOTORCH_NO_BLAS_REEXEC=1 ./bin/gotorch-bench blas-advice)
@@ -40,20 +53,53 @@ for mode in $MODES; do
   for t in $THREADS; do
     for rep in $(seq "$REPS"); do
       echo "$mode environment, $t thread(s), repetition $rep/$REPS" >&2
-      run "$mode" "$t" ./bin/gotorch-bench ops -threads "$t"
-      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py ops --threads "$t"
-      run "$mode" "$t" ./bin/gotorch-bench mlp -threads "$t" -steps "$MLP_STEPS"
-      run "$mode" "$t" ./bin/gotorch-bench mlp-fused -threads "$t" -steps "$MLP_STEPS"
-      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py mlp --threads "$t" --steps "$MLP_STEPS"
-      run "$mode" "$t" ./bin/gotorch-bench step -threads "$t" -steps "$STEPS"
-      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py step --threads "$t" --steps "$STEPS"
-      run "$mode" "$t" "$PY" scripts/bench/ref_bench.py gemm --threads "$t" --steps "$STEPS"
+      if has step; then
+        run "$mode" "$t" ./bin/gotorch-bench ops -threads "$t"
+        run "$mode" "$t" "$PY" scripts/bench/ref_bench.py ops --threads "$t"
+        run "$mode" "$t" ./bin/gotorch-bench mlp -threads "$t" -steps "$MLP_STEPS"
+        run "$mode" "$t" ./bin/gotorch-bench mlp-fused -threads "$t" -steps "$MLP_STEPS"
+        run "$mode" "$t" "$PY" scripts/bench/ref_bench.py mlp --threads "$t" --steps "$MLP_STEPS"
+        run "$mode" "$t" ./bin/gotorch-bench step -threads "$t" -steps "$STEPS"
+        run "$mode" "$t" "$PY" scripts/bench/ref_bench.py step --threads "$t" --steps "$STEPS"
+        run "$mode" "$t" "$PY" scripts/bench/ref_bench.py gemm --threads "$t" --steps "$STEPS"
+      fi
+      if has sample; then
+        sb=(-threads "$t" -batch "$SAMPLE_BATCH" -steps "$SAMPLE_STEPS")
+        run "$mode" "$t" ./bin/gotorch-bench sample "${sb[@]}"
+        run "$mode" "$t" "$PY" scripts/bench/sample_ref.py sample --threads "$t" --batch "$SAMPLE_BATCH" --steps "$SAMPLE_STEPS"
+        run "$mode" "$t" ./bin/gotorch-bench sample-gemm "${sb[@]}" -forward shared
+        run "$mode" "$t" ./bin/gotorch-bench sample-gemm "${sb[@]}" -forward full
+        run "$mode" "$t" "$PY" scripts/bench/sample_ref.py gemm --threads "$t" --batch "$SAMPLE_BATCH" --steps "$SAMPLE_STEPS"
+        if [ -n "$bf16" ]; then
+          run "$mode" "$t" ./bin/gotorch-bench sample "${sb[@]}" -precision bf16
+          run "$mode" "$t" ./bin/gotorch-bench sample-gemm "${sb[@]}" -forward shared -precision bf16
+        fi
+      fi
     done
   done
 done
-echo "memory monitor cost" >&2
-go test -run '^$' -bench 'LogMemoryUsage|CleanupMemory' -benchtime 2000x ./monitor/ | \
-  "$PY" scripts/bench/report.py --gobench >> "$OUT"
-"$PY" scripts/bench/report.py "$OUT" "$(printf 'REPS=%s THREADS="%s" STEPS=%s MLP_STEPS=%s MODES="%s" scripts/bench.sh  (make bench)' \
-  "$REPS" "$THREADS" "$STEPS" "$MLP_STEPS" "$MODES")" "$core" > BENCHMARKS.md
+if has sample && [ -n "${SAMPLE_MODEL:-}" ] && [ -n "${SAMPLE_VAE:-}" ]; then
+  echo "bf16 against fp32 samples of the same seed" >&2
+  go build -o bin/gotorch-train ./cmd/gotorch-train
+  q=$(mktemp -d)
+  for p in fp32 bf16; do
+    ./bin/gotorch-train sample --model_path "$SAMPLE_MODEL" --vae_path "$SAMPLE_VAE" --precision "$p" --seed 7 \
+      --num_samples "${QUALITY_SAMPLES:-3000}" --batch_size "$SAMPLE_BATCH" --sample_dir "$q/$p" --mem_log_interval 0 >&2
+  done
+  "$PY" scripts/bench/sample_quality.py "$q/fp32" "$q/bf16" "$SAMPLE_MODEL" >> "$OUT"
+  rm -rf "$q"
+fi
+if has step; then
+  echo "memory monitor cost" >&2
+  go test -run '^$' -bench 'LogMemoryUsage|CleanupMemory' -benchtime 2000x ./monitor/ | \
+    "$PY" scripts/bench/report.py --gobench >> "$OUT"
+fi
+cmd=$(printf 'REPS=%s THREADS="%s" STEPS=%s MLP_STEPS=%s MODES="%s" BENCHES="%s" SAMPLE_BATCH=%s SAMPLE_STEPS=%s scripts/bench.sh  (make bench)' \
+  "$REPS" "$THREADS" "$STEPS" "$MLP_STEPS" "$MODES" "$BENCHES" "$SAMPLE_BATCH" "$SAMPLE_STEPS")
+if has step; then
+  "$PY" scripts/bench/report.py "$OUT" "$cmd" "$core" > BENCHMARKS.md
+else
+  # Only the sampling section is new: splice it into BENCHMARKS.md.
+  "$PY" scripts/bench/report.py "$OUT" "$cmd" "$core" --splice BENCHMARKS.md
+fi
 cat BENCHMARKS.md

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { cgotorchtest.Main(m) }
 // classifier (5 classes) of the parity tests.
 func models(t *testing.T, respacing string) (generate.Config, *classifier.Loaded) {
 	t.Helper()
-	m, err := cellunet.Load("../testdata/small.pt", ct.CPU, ct.Float32)
+	m, err := cellunet.Load("../testdata/small.pt", ct.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,10 @@
 //	gotorch-bench ops                      per-op overhead (1-element tensors)
 //	gotorch-bench mlp   [-steps N]         128→512→512→128 MLP training, batch 64
 //	gotorch-bench step  [-steps N] [-batch B]  the Cell_Unet training step
+//	gotorch-bench sample [-steps N] [-batch B] [-precision fp32|bf16] [-model FILE]
+//	                                       the ancestral sampling loop
+//	gotorch-bench sample-gemm [-forward shared|full] ...
+//	                                       its matrix products only
 //
 // Each prints one JSON object on stdout. Thread counts come from
 // -threads (libtorch and OpenBLAS); run with OMP_WAIT_POLICY=PASSIVE.
@@ -39,7 +43,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: gotorch-bench ops|mlp|step|blas-advice [flags]")
+		return fmt.Errorf("usage: gotorch-bench ops|mlp|step|sample|sample-gemm|blas-advice [flags]")
 	}
 	if args[0] == "blas-advice" {
 		// The OpenBLAS kernel family this CPU supports, when OpenBLAS chose a
@@ -58,6 +62,9 @@ func run(args []string) error {
 	warmup := fs.Int("warmup", 10, "warm-up steps")
 	batch := fs.Int("batch", 128, "batch size (step)")
 	device := fs.String("device", "cpu", "device (step): cpu or cuda[:N]")
+	precision := fs.String("precision", "fp32", "sample: fp32 or bf16")
+	modelPath := fs.String("model", "", "sample: backbone checkpoint (default: Cell_Unet after ManualSeed(0))")
+	forward := fs.String("forward", "shared", "sample-gemm: shared (the loop's ForwardAt) or full (every Linear at batch B)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -79,6 +86,10 @@ func run(args []string) error {
 			return derr
 		}
 		out, err = benchStep(*warmup, *steps, *batch, dev)
+	case "sample":
+		out, err = benchSample(*warmup, *steps, *batch, *precision, *modelPath)
+	case "sample-gemm":
+		out, err = benchSampleGEMM(*warmup, *steps, *batch, *precision, *forward)
 	default:
 		return fmt.Errorf("unknown benchmark %q", args[0])
 	}

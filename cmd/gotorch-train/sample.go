@@ -432,15 +432,20 @@ func runSample(c *cli.Context) error {
 	}
 
 	// Models, loaded once for every output.
-	dt := ct.Float32
-	if plan.bf16 {
-		dt = ct.BFloat16
-	}
-	bb, err := cellunet.Load(weights, dev, dt)
+	bb, err := cellunet.Load(weights, dev)
 	if err != nil {
 		return dataErr(err)
 	}
 	defer bb.Close()
+	var backbone diffusion.Model = bb.Model
+	if plan.bf16 {
+		mx, err := cellunet.NewMixed(bb.Model, ct.BFloat16)
+		if err != nil {
+			return err
+		}
+		defer mx.Close()
+		backbone = mx
+	}
 	if bc := bb.Config(); plan.hiddenIsSet && fmt.Sprint(bc.Hidden) != fmt.Sprint(plan.hidden) {
 		return dataErr(fmt.Errorf("%s has hidden widths %v but --hidden_dim is %v", weights, bc.Hidden, plan.hidden))
 	}
@@ -487,7 +492,7 @@ func runSample(c *cli.Context) error {
 			initLat.Dim(0), d.Schedule().TimestepMap[ni], d.Schedule().TimestepMap[si]))
 	}
 
-	gcfg := generate.Config{Diffusion: d, Model: bb.Model, DDIM: plan.ddim, Eta: plan.eta, NoiseWeight: plan.noiseWeight,
+	gcfg := generate.Config{Diffusion: d, Model: backbone, DDIM: plan.ddim, Eta: plan.eta, NoiseWeight: plan.noiseWeight,
 		ClipDenoised: plan.clip, GuidanceStart: plan.guideStart, Seed: plan.seed, Dim: bb.Config().InputDim}
 	if plan.guideStart == 0 { // guide at no step (the library reads 0 as its default, 500)
 		for i := range jobs {

@@ -183,8 +183,11 @@ class GaussianDiffusion:
 
     def p_mean_variance(self, model, x, t, clip_denoised):
         """epsilon prediction, FIXED_LARGE variance: [REF] rebuilds both
-        variance arrays with numpy and uploads every array on every call."""
-        model_output = model(x, t)
+        variance arrays with numpy and uploads every array on every call; the
+        model is called through respace.py's _WrappedModel, which builds the
+        timestep map tensor on every call (identity without respacing)."""
+        map_tensor = torch.tensor(list(range(self.num_timesteps)), device=t.device, dtype=t.dtype)
+        model_output = model(x, map_tensor[t])
         model_variance = np.append(self.posterior_variance[1], self.betas[1:])
         model_log_variance = np.log(np.append(self.posterior_variance[1], self.betas[1:]))
         model_variance = extract_into_tensor(model_variance, t, x.shape)
