@@ -19,8 +19,9 @@ import (
 // the default model's multiply-adds) and one elementwise pass per block.
 // Values equal Forward's up to float rounding (a few ulps).
 //
-// Under no-grad the activations are updated in place where autograd does
-// not need them; with grad enabled it is differentiable like Forward.
+// Under no-grad each LayerNorm and SiLU run as one fused in-place pass
+// (cgotorch's LayerNormSiLU_) and the skips are added in place; with grad
+// enabled it is differentiable like Forward.
 // Results and intermediates join the scope of x.
 func (m *Model) ForwardAt(x *ct.Tensor, step int64) *ct.Tensor {
 	return m.forwardAt(x, step, plainMatmul)
@@ -47,16 +48,8 @@ func (m *Model) forwardAt(x *ct.Tensor, step int64, mm matmul) *ct.Tensor {
 	// One row of time embedding, [1,E], in x's scope, so that everything
 	// derived from it is freed with that scope if an operation fails.
 	tt := x.Scope().Full(float64(step), ct.Options{DType: ct.Int64, Device: dev}, 1)
-	sin := m.TimestepEmbedding(tt)
+	siluEmb := m.siluEmbedding(tt)
 	tt.Free()
-	h0 := m.te0.Forward(sin)
-	sin.Free()
-	h1 := h0.SiLU()
-	h0.Free()
-	emb := m.te2.Forward(h1)
-	h1.Free()
-	siluEmb := emb.SiLU()
-	emb.Free()
 
 	skips := make([]*ct.Tensor, 0, len(m.enc)-1)
 	h := xs
@@ -86,12 +79,25 @@ func (m *Model) forwardAt(x *ct.Tensor, step int64, mm matmul) *ct.Tensor {
 
 	o1 := mm(m.out1, h, nil)
 	h.Free()
-	n := m.normOut.Forward(o1)
-	o1.Free()
-	a := silu(n, inPlace)
+	a := normSiLU(m.normOut, o1, inPlace)
 	out := mm(m.out2, a, nil)
 	a.Free()
 	return out
+}
+
+// siluEmbedding is SiLU(emb) for steps t [B]: emb = Linear → SiLU → Linear
+// of the sinusoidal features, [B,E], the input of every block's emb_layer.
+func (m *Model) siluEmbedding(t *ct.Tensor) *ct.Tensor {
+	sin := m.TimestepEmbedding(t)
+	h0 := m.te0.Forward(sin)
+	sin.Free()
+	h1 := h0.SiLU()
+	h0.Free()
+	emb := m.te2.Forward(h1)
+	h1.Free()
+	siluEmb := emb.SiLU()
+	emb.Free()
+	return siluEmb
 }
 
 // forwardAt is block.forward with the time term of a shared step folded
@@ -104,9 +110,7 @@ func (b *block) forwardAt(x, siluEmb *ct.Tensor, inPlace bool, mm matmul) *ct.Te
 	row.Free()
 	h := mm(b.fc, x, bias)
 	bias.Free()
-	n := b.norm.Forward(h)
-	h.Free()
-	out := silu(n, inPlace)
+	out := normSiLU(b.norm, h, inPlace)
 	if b.drop.P > 0 {
 		d := b.drop.Forward(out)
 		out.Free()
@@ -115,14 +119,17 @@ func (b *block) forwardAt(x, siluEmb *ct.Tensor, inPlace bool, mm matmul) *ct.Te
 	return out
 }
 
-// silu returns SiLU(x), in place (the result is x's handle) when inPlace,
-// else a new tensor (x is freed).
-func silu(x *ct.Tensor, inPlace bool) *ct.Tensor {
+// normSiLU returns SiLU(LayerNorm(h)), consuming h: in place with the
+// fused one-pass kernel under no-grad (inPlace), else as libtorch's two
+// differentiable ops.
+func normSiLU(ln *nn.LayerNorm, h *ct.Tensor, inPlace bool) *ct.Tensor {
 	if inPlace {
-		return x.SiLU_()
+		return h.LayerNormSiLU_(ln.W.T, ln.B.T, ln.Eps)
 	}
-	a := x.SiLU()
-	x.Free()
+	n := ln.Forward(h)
+	h.Free()
+	a := n.SiLU()
+	n.Free()
 	return a
 }
 

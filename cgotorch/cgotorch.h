@@ -26,7 +26,7 @@
 #define CGT_EXPORT
 #endif
 
-#define CGT_ABI_VERSION 5
+#define CGT_ABI_VERSION 6
 
 typedef struct cgt_tensor_s *cgt_tensor;
 typedef struct cgt_optim_s *cgt_optim;
@@ -500,6 +500,13 @@ CGT_EXPORT cgt_status cgt_autocast_clear_cache(void) CGT_NOEXCEPT;
 /* (end of distributed) */
 
 /* ------------------------------------------------------------- misc */
+
+/* x = SiLU(LayerNorm(x) over its last dimension with weight w and bias b),
+   in place, in one pass over memory for contiguous float32 CPU tensors
+   (other devices and dtypes: libtorch's layer_norm then silu_). Inference
+   only: fails if grad mode is on and an input requires grad. */
+CGT_EXPORT cgt_status cgt_layer_norm_silu_(cgt_tensor x, cgt_tensor w, cgt_tensor b,
+                                           double eps) CGT_NOEXCEPT;
 
 /* (end of misc) */
 
