@@ -2,7 +2,6 @@ package cellunet
 
 import (
 	"fmt"
-	"strings"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
@@ -55,13 +54,7 @@ func (l *Loaded) Close() {
 // evaluation mode. (Building it first draws the default initialisation
 // from the default CPU generator; the load overwrites it.)
 func Load(path string, dev ct.Device) (*Loaded, error) {
-	var sd []ct.Named
-	var err error
-	if strings.HasSuffix(strings.ToLower(path), ".safetensors") {
-		sd, _, err = ct.LoadSafetensors(path, ct.CPU)
-	} else {
-		sd, err = ct.LoadPT(path, ct.CPU)
-	}
+	sd, err := nn.ReadStateDict(path)
 	if err != nil {
 		return nil, fmt.Errorf("cellunet: %w", err)
 	}

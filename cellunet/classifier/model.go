@@ -251,13 +251,7 @@ func ConfigFromStateDict(sd []ct.Named) (Config, error) {
 // (Building the model first draws New's initialisation from the default CPU
 // generator; the load then overwrites it.) Close the result.
 func Load(path string, dev ct.Device) (*Loaded, error) {
-	var sd []ct.Named
-	var err error
-	if strings.HasSuffix(strings.ToLower(path), ".safetensors") {
-		sd, _, err = ct.LoadSafetensors(path, ct.CPU)
-	} else {
-		sd, err = ct.LoadPT(path, ct.CPU)
-	}
+	sd, err := nn.ReadStateDict(path)
 	if err != nil {
 		return nil, fmt.Errorf("classifier: %w", err)
 	}
