@@ -108,10 +108,11 @@ fixtures:
 	cd cellunet/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/diffusion/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py
+	cd cellunet/classifier/testdata && $(REF_PYTHON) make_golden.py
 
 # Test binaries for the GPU machine (see scripts/gpu-check.sh): one per
 # package that runs on libtorch, named after its directory (a/b -> a_b).
-GPU_PKGS := cgotorch nn cellunet cellunet/diffusion cellunet/trainer cellunet/autoencoder monitor
+GPU_PKGS := cgotorch nn cellunet cellunet/diffusion cellunet/trainer cellunet/autoencoder cellunet/classifier cellunet/generate monitor
 gpu-binaries: $(SHIM)
 	@rm -rf bin/gpu && mkdir -p bin/gpu
 	for p in $(GPU_PKGS); do $(GO) test -c -o bin/gpu/$$(echo $$p | tr / _).test ./$$p || exit 1; done

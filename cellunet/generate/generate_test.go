@@ -2,6 +2,7 @@ package generate_test
 
 import (
 	"math"
+	"os"
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
@@ -45,7 +46,15 @@ func batch(t *testing.T, cfg generate.Config, c generate.Condition, i int, rows 
 		t.Fatal(err)
 	}
 	defer x.Free()
-	return x.Float32s()
+	var out []float32
+	if err := ct.Try(func() {
+		h := x.To(ct.CPU, 0)
+		out = h.Float32s()
+		h.Free()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func equal(a, b []float32) bool {
@@ -175,5 +184,51 @@ func TestIndexAtOrBelowAndFilters(t *testing.T) {
 	}
 	if !keep[0] {
 		t.Error("window filter dropped the row that defines the targets")
+	}
+}
+
+// TestBatchOnCUDA: batches are drawn and guided on the models' device and
+// are reproducible there (CUDA machines only; CGOTORCH_REQUIRE_CUDA makes a
+// missing device a failure).
+func TestBatchOnCUDA(t *testing.T) {
+	if !ct.Build().CUDA || ct.CUDADeviceCount() == 0 {
+		if os.Getenv("CGOTORCH_REQUIRE_CUDA") != "" {
+			t.Fatalf("CGOTORCH_REQUIRE_CUDA is set but no CUDA device is available (%s)", ct.Build())
+		}
+		t.Skip("no CUDA device")
+	}
+	dev := ct.CUDA(0)
+	m, err := cellunet.Load("../testdata/small.pt", dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c, err := classifier.Load("../classifier/testdata/small.pt", dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := diffusion.New(diffusion.DefaultConfig(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	mx, err := cellunet.NewMixed(m.Model, ct.BFloat16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mx.Close()
+	cond := generate.Condition{Key: "class=1", Terms: []generate.Term{{Classifier: c, Class: 1, Scale: 2}}}
+	for _, model := range []diffusion.Model{m.Model, mx} {
+		cfg := generate.Config{Diffusion: d, Model: model, Seed: 3, Dim: 16}
+		a, b := batch(t, cfg, cond, 0, 8), batch(t, cfg, cond, 0, 8)
+		if !equal(a, b) {
+			t.Error("a CUDA batch differs when recomputed")
+		}
+		for _, v := range a {
+			if math.IsNaN(float64(v)) {
+				t.Fatal("NaN")
+			}
+		}
 	}
 }

@@ -71,7 +71,11 @@ func newSampleCommand() *cli.Command {
 			&cli.StringFlag{Name: "label_key", Value: "celltype", Usage: "obs `COLUMN`: the init cells' labels; the condition column of the .h5ad", EnvVars: env("label_key"), Category: catData},
 			&cli.BoolFlag{Name: "use_raw", Usage: "read raw/X of --init_cell_path", EnvVars: env("use_raw"), Category: catData},
 			// Decoding.
-			&cli.StringFlag{Name: "vae_path", Usage: "autoencoder `FILE`: also decode the cells to PREFIX[k].h5ad (and encode --init_cell_path)", EnvVars: env("vae_path"), Category: catModel},
+			&cli.StringFlag{Name: "vae_path", Aliases: []string{"ae_dir"}, Usage: "autoencoder `FILE`: also decode the cells to PREFIX[k].h5ad (and encode --init_cell_path)", EnvVars: env("vae_path"), Category: catModel},
+			&cli.IntFlag{Name: "num_gene", Usage: "expected gene count of the autoencoder (the reference's flag; 0: from the checkpoint)", EnvVars: env("num_gene"), Category: catModel},
+			&cli.IntFlag{Name: "num_class", Usage: "expected class count of --classifier_path (the reference's flag; 0: from the checkpoint)", EnvVars: env("num_class"), Category: catGuide},
+			&cli.IntFlag{Name: "num_class1", Usage: "expected class count of --classifier_path1 (0: from the checkpoint)", EnvVars: env("num_class1"), Category: catGuide},
+			&cli.IntFlag{Name: "num_class2", Usage: "expected class count of --classifier_path2 (0: from the checkpoint)", EnvVars: env("num_class2"), Category: catGuide},
 			&cli.StringFlag{Name: "genes", Usage: "gene names `FILE` for the .h5ad (default: genes.txt next to --vae_path)", EnvVars: env("genes"), Category: catData},
 			&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "autoencoder BatchNorm statistics: dataset (of all cells of one output, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel},
 			&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells decoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory},
@@ -390,8 +394,9 @@ func (g *guide) name(k int64) string {
 
 // job is one output: a condition, its files and its filter.
 type job struct {
-	cond    generate.Condition
-	label   string // the condition as a category of the .h5ad (empty: none)
+	cond generate.Condition
+	// classes are the categories of the .h5ad's condition column (nil:
+	// unconditional) and labelID this output's category.
 	classes []string
 	labelID int64
 	npzPath string
@@ -421,6 +426,9 @@ func runSample(c *cli.Context) error {
 	if plan.decode {
 		if genes, err = readLines(plan.genesPath); err != nil {
 			return dataErr(fmt.Errorf("gene names for the .h5ad: %w (give --genes FILE, one name per line)", err))
+		}
+		if n := c.Int("num_gene"); n != 0 && n != len(genes) {
+			return dataErr(fmt.Errorf("--num_gene %d but %s lists %d genes", n, plan.genesPath, len(genes)))
 		}
 	}
 	dev, err := setup(c)
@@ -455,12 +463,19 @@ func runSample(c *cli.Context) error {
 	}
 	defer d.Close()
 	var guides []*guide
-	for _, p := range plan.clsPaths {
+	for i, p := range plan.clsPaths {
 		g, err := loadGuide(p, dev)
 		if err != nil {
 			return err
 		}
 		defer g.model.Close()
+		flag := "num_class"
+		if plan.mode == modeMulti {
+			flag = fmt.Sprintf("num_class%d", i+1)
+		}
+		if k := c.Int(flag); k != 0 && int64(k) != g.model.Config().NumClass {
+			return dataErr(fmt.Errorf("--%s %d but the classifier %s has %d classes", flag, k, p, g.model.Config().NumClass))
+		}
 		if g.model.Config().InputDim != bb.Config().InputDim {
 			return dataErr(fmt.Errorf("classifier %s takes %d-d latents, the backbone %s makes %d-d ones", p, g.model.Config().InputDim, weights, bb.Config().InputDim))
 		}
@@ -553,7 +568,7 @@ func sampleJobs(p *samplePlan, guides []*guide) ([]job, error) {
 				}
 			}
 			j := job{cond: generate.Condition{Key: fmt.Sprintf("class=%d", k), Terms: []generate.Term{term}},
-				label: g.name(k), classes: names, labelID: k, npzPath: fmt.Sprintf("%s%d.npz", p.prefix, k)}
+				classes: names, labelID: k, npzPath: fmt.Sprintf("%s%d.npz", p.prefix, k)}
 			if p.filter {
 				j.filter = generate.ArgmaxFilter(term)
 			}
@@ -572,7 +587,7 @@ func sampleJobs(p *samplePlan, guides []*guide) ([]job, error) {
 		terms := []generate.Term{{Classifier: guides[0].model, Class: k1, Scale: p.scales[0]}, {Classifier: guides[1].model, Class: k2, Scale: p.scales[1]}}
 		name := guides[0].name(k1) + " + " + guides[1].name(k2)
 		j := job{cond: generate.Condition{Key: fmt.Sprintf("multi=%d,%d", k1, k2), Terms: terms},
-			label: name, classes: []string{name}, npzPath: fmt.Sprintf("%s%d_%d.npz", p.prefix, k1, k2)}
+			classes: []string{name}, npzPath: fmt.Sprintf("%s%d_%d.npz", p.prefix, k1, k2)}
 		if p.filter {
 			j.filter = generate.ArgmaxFilter(terms...)
 		}
@@ -589,7 +604,7 @@ func sampleJobs(p *samplePlan, guides []*guide) ([]job, error) {
 		}
 		terms := []generate.Term{{Classifier: g.model, Class: a, Scale: p.scales[0]}, {Classifier: g.model, Class: b, Scale: p.scales[1]}}
 		name := fmt.Sprintf("%s → %s (weights %g:%g)", g.name(a), g.name(b), p.weights[0], p.weights[1])
-		j := job{cond: generate.Condition{Key: fmt.Sprintf("inter=%d,%d", a, b), Terms: terms}, label: name, classes: []string{name},
+		j := job{cond: generate.Condition{Key: fmt.Sprintf("inter=%d,%d", a, b), Terms: terms}, classes: []string{name},
 			npzPath: fmt.Sprintf("%s%d_%d_w%g_%g.npz", p.prefix, a, b, p.weights[0], p.weights[1])}
 		if p.filter {
 			j.filter = generate.WindowFilter(g.model, [2]int64{a, b}, [2]float64{p.weights[0] / 10, p.weights[1] / 10}, 0.15)

@@ -310,6 +310,7 @@ func TestSampleAndClassifierBadInput(t *testing.T) {
 		{"class out of range", sample("--classifier_path", m.classifier, "--cell_type", "99"), exitUsage, "--cell_type 99: the classifier"},
 		{"unknown class", sample("--classifier_path", m.classifier, "--cell_type", "Martians"), exitUsage, "no such class"},
 		{"class without classifier", sample("--cell_type", "0"), exitUsage, "need a classifier"},
+		{"num_class mismatch", sample("--classifier_path", m.classifier, "--cell_type", "0", "--num_class", "12"), exitData, "--num_class 12 but the classifier"},
 		{"missing classifier", sample("--classifier_path", filepath.Join(dir, "c.pt"), "--cell_type", "0"), exitData, "c.pt"},
 		{"one of two classifiers", sample("--classifier_path1", m.classifier, "--cell_type", "0,1"), exitUsage, "both --classifier_path1 and --classifier_path2"},
 		{"interpolation without vae", sample("--classifier_path", m.classifier, "--init_cell_path", pbmc(t), "--cell_type", "0,1"), exitUsage, "needs --vae_path"},
