@@ -110,9 +110,9 @@ func TestDefaultArchitecture(t *testing.T) {
 }
 
 // TestForwardTrainStepAndGuidanceMatchPyTorch: eval-mode logits, train-mode
-// logits with dropout masks from the same seed, one training step (loss,
-// gradients, running statistics, weights after AdamW lr 3e-4 wd 0) and the
-// guidance gradient all match PyTorch.
+// logits with dropout masks from the same seed, the forward and backward of
+// a training step (loss, gradients, the running statistics it leaves) and
+// the guidance gradient all match PyTorch.
 func TestForwardTrainStepAndGuidanceMatchPyTorch(t *testing.T) {
 	s := ct.NewScope()
 	defer s.Close()
@@ -132,8 +132,8 @@ func TestForwardTrainStepAndGuidanceMatchPyTorch(t *testing.T) {
 	rt, at := cgotorchtest.RNGTolerance()
 	cgotorchtest.AssertClose(t, "train logits (dropout)", s.Adopt(m.Forward(xt, tt)), g["train_dropout_logits"], max(rt, rtol), max(at, atol))
 
-	// One training step without dropout, on a fresh model with the same
-	// initial weights.
+	// A training step's forward and backward without dropout, on a fresh
+	// model with the same initial weights.
 	cfg := m.Config()
 	cfg.Dropout = 0
 	if err := ct.ManualSeed(0); err != nil {
@@ -151,11 +151,8 @@ func TestForwardTrainStepAndGuidanceMatchPyTorch(t *testing.T) {
 	loss := logits.CrossEntropy(y, ct.ReduceMean)
 	cgotorchtest.AssertClose(t, "loss", loss.Reshape(1), g["loss"], rtol, atol)
 	loss.Backward()
-	var grads, all []*ct.Tensor
-	var names []string
+	var grads []*ct.Tensor
 	for _, p := range st3.All() {
-		all = append(all, p.T)
-		names = append(names, p.Name)
 		if p.Buffer && !classifier.IsUnused(p.Name) {
 			continue
 		}
@@ -173,23 +170,13 @@ func TestForwardTrainStepAndGuidanceMatchPyTorch(t *testing.T) {
 	}
 	gs, gq := summaries(s, grads)
 	assertSummaries(t, "grad", gs, gq, g, "grad", gnames, 1e-4)
-	opt, err := ct.NewAdamW(st3.Tensors(), ct.AdamWConfig{LR: 3e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer opt.Close()
-	if err := opt.Step(); err != nil {
-		t.Fatal(err)
-	}
-	ss, sq := summaries(s, all)
-	assertSummaries(t, "after step", ss, sq, g, "step1", names, 1e-5)
-	for _, k := range []string{"norm1.running_mean", "norm3.running_var", "out.bias"} {
+	for _, k := range []string{"norm1.running_mean", "norm2.running_var", "norm3.running_var", "norm3.num_batches_tracked"} {
 		p, _ := st3.Lookup(k)
-		cgotorchtest.AssertClose(t, "after step "+k, p.T, g["step1."+k], 1e-4, 1e-6)
+		cgotorchtest.AssertClose(t, "after the step "+k, p.T, g["after."+k], 1e-5, 1e-6)
 	}
 
-	// Guidance gradient of the stepped model in eval mode (running
-	// statistics): s·∇_x Σ log softmax[y], s = 2.
+	// Guidance gradient in eval mode with the running statistics the step
+	// left: s·∇_x Σ log softmax[y], s = 2.
 	m3.SetTraining(false)
 	gf := diffusion.ClassifierGuidance(diffusion.ClassifierTerm{Classifier: m3, Labels: y, Scale: 2})
 	var grad *ct.Tensor
