@@ -39,6 +39,12 @@ if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then bf16=1; fi
 go build -o bin/gotorch-bench ./cmd/gotorch-bench
 core=$(GOTORCH_NO_BLAS_REEXEC=1 ./bin/gotorch-bench blas-advice)
 : > "$OUT"
+loadavg() { # when: the load on the machine, recorded in the results
+  local a b c _
+  read -r a b c _ < /proc/loadavg
+  printf '{"bench": "loadavg", "impl": "", "threads": 0, "mode": "", "when": "%s", "load1": %s, "load5": %s, "load15": %s}\n' "$1" "$a" "$b" "$c" >> "$OUT"
+}
+loadavg start
 run() { # mode threads command...
   local mode=$1 t=$2; shift 2
   if [ "$mode" = matched ]; then
@@ -94,6 +100,7 @@ if has step; then
   go test -run '^$' -bench 'LogMemoryUsage|CleanupMemory' -benchtime 2000x ./monitor/ | \
     "$PY" scripts/bench/report.py --gobench >> "$OUT"
 fi
+loadavg end
 cmd=$(printf 'REPS=%s THREADS="%s" STEPS=%s MLP_STEPS=%s MODES="%s" BENCHES="%s" SAMPLE_BATCH=%s SAMPLE_STEPS=%s scripts/bench.sh  (make bench)' \
   "$REPS" "$THREADS" "$STEPS" "$MLP_STEPS" "$MODES" "$BENCHES" "$SAMPLE_BATCH" "$SAMPLE_STEPS")
 if has step; then

@@ -71,9 +71,15 @@ def sample_section(m, rows, modes, threads, command, core):
       "the default Cell_Unet after seed 0 (timing does not depend on the weights), no guidance; medians over "
       f"{reps} repetitions, gotorch-train and the reference interleaved. The reference is "
       "`scripts/bench/sample_ref.py` (the reference's p_sample_loop from `scripts/reference/scdiffusion_ref.py`).  ")
+    loads = {r["when"]: r for r in rows if r["bench"] == "loadavg"}
+    load = ""
+    if loads:
+        load = " Load average (1 / 5 / 15 min) " + ", ".join(
+            f"at the {w} of the run {r['load1']:.1f} / {r['load5']:.1f} / {r['load15']:.1f}" for w, r in loads.items()) + \
+            f" on {os.cpu_count()} cores: above the thread count, other processes shared the cores."
     p("**CPU time** is the process's user + system time over the timed steps: with one thread it is the loop's cost "
       "even when other processes share the cores, so on a busy machine it is the figure to compare; wall-clock "
-      "figures then only bound it.  ")
+      f"figures then only bound it.{load}  ")
     p("Matrix-product floors, timed in the same run: *ours* = the products the loop really computes (the shared-step "
       "forward: every fc, out1 and out2 at the batch; the time embedding and the 7 emb_layers once, on one row, "
       "folded into the fc biases); *full* = all 18 Linears at the batch, as the reference's forward computes them.  ")
@@ -165,12 +171,14 @@ def main():
         if r["bench"] == "gobench":
             gob[r["name"]] = r["ns_per_op"]
             continue
+        if r["bench"] == "loadavg":
+            continue
         for k, v in r.items():
             if isinstance(v, (int, float)) and k != "threads":
                 med[(r.get("mode", ""), bench_name(r), r["impl"], r["threads"], k)].append(v)
     m = {k: statistics.median(v) for k, v in med.items()}
     reps = max((len(v) for v in med.values()), default=0)
-    threads = sorted({r["threads"] for r in rows if r["bench"] not in ("gobench", "sample-quality")})
+    threads = sorted({r["threads"] for r in rows if r["bench"] not in ("gobench", "sample-quality", "loadavg")})
     modes = [x for x in ("matched", "default") if any(k[0] == x for k in m)]
     torch_v = next((r["torch"] for r in rows if r.get("impl") == "pytorch" and "torch" in r), "?")
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
