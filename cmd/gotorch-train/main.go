@@ -143,6 +143,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newTrainAECommand(),
 			newEncodeCommand(),
 			newTrainCommand(),
+			newTrainClassifierCommand(),
+			newSampleCommand(),
 			newEvalCommand(),
 		},
 	}
