@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
@@ -179,14 +178,4 @@ func benchSampleGEMM(warmup, steps, batch int, precision, forward string) (map[s
 	el, cpu := time.Since(t0).Seconds(), cpuSeconds()-c0
 	return map[string]any{"bench": "sample-gemm", "batch": batch, "steps": steps, "seconds": el, "ms_per_step": 1e3 * el / float64(steps),
 		"cpu_seconds": cpu, "cpu_ms_per_step": 1e3 * cpu / float64(steps), "linears": len(ls), "forward": forward, "precision": precision}, nil
-}
-
-// cpuSeconds is the process's user + system CPU time: with one thread it
-// is the benchmark's cost even when other processes share the cores.
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
