@@ -357,3 +357,17 @@ func (tr *trainer) loadState(path string, label int) error {
 		}
 	})
 }
+
+// CheckResume reports, without reading any tensor, whether path names a
+// checkpoint Train could resume from: a directory with a complete
+// checkpoint, or an existing modelNNNNNN.pt.
+func CheckResume(path string) error {
+	dir, label, err := resumePoint(path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(modelFile(dir, label)); err != nil {
+		return fmt.Errorf("classifier: resume checkpoint: %w", err)
+	}
+	return nil
+}

@@ -24,6 +24,17 @@ var ErrInterrupted = errors.New("classifier: training interrupted")
 // unreadable or of another run.
 var ErrData = errors.New("invalid data or checkpoint")
 
+// ResumeError is returned by Train when TrainConfig.Resume cannot be
+// restored (missing, unreadable, or a checkpoint of another run); it wraps
+// ErrData and the cause.
+type ResumeError struct {
+	Path string
+	Err  error
+}
+
+func (e *ResumeError) Error() string { return e.Err.Error() }
+func (e *ResumeError) Unwrap() error { return e.Err }
+
 // TrainConfig is one classifier training run (classifier_train.py). Use
 // DefaultTrainConfig and override fields; the zero value is not valid.
 type TrainConfig struct {
@@ -79,6 +90,12 @@ type TrainConfig struct {
 
 	// Out receives progress lines; nil discards them.
 	Out io.Writer
+	// BeforeRun, if set, runs once in Train after the model is built, the
+	// data checked and any checkpoint restored, before the first step and
+	// before anything is written to SaveDir (progress.csv included); an
+	// error aborts Train with nothing on disk changed. Callers create their
+	// own files here.
+	BeforeRun func() error
 	// AfterStep, if set, runs after every step's update (memory monitor).
 	AfterStep func(step int)
 	// OnLog, if set, receives every logged record.
@@ -174,6 +191,15 @@ func Train(ctx context.Context, cfg TrainConfig, train Data, val *Data) (Result,
 		return Result{}, err
 	}
 	defer tr.close()
+	// Nothing has been written yet: the caller may still refuse the run.
+	if cfg.BeforeRun != nil {
+		if err := cfg.BeforeRun(); err != nil {
+			return Result{}, err
+		}
+	}
+	if tr.csv, err = openCSV(cfg.SaveDir, tr.step > 0); err != nil {
+		return Result{}, err
+	}
 	return tr.run(ctx)
 }
 
@@ -256,13 +282,10 @@ func newTrainer(cfg TrainConfig, train Data, val *Data) (_ *trainer, err error) 
 	if cfg.Resume != "" {
 		if err := tr.resume(cfg.Resume); err != nil {
 			if !errors.Is(err, ct.ErrOutOfMemory) {
-				err = fmt.Errorf("%w (%w)", err, ErrData)
+				err = &ResumeError{Path: cfg.Resume, Err: fmt.Errorf("%w (%w)", err, ErrData)}
 			}
 			return nil, err
 		}
-	}
-	if tr.csv, err = openCSV(cfg.SaveDir, tr.step > 0); err != nil {
-		return nil, err
 	}
 	return tr, nil
 }
@@ -487,7 +510,11 @@ func newBatcher(d Data, cfg TrainConfig, gen *ct.Generator, what string) (*batch
 		return nil, fmt.Errorf("classifier: %w: the %s data has %d cells, fewer than batch_size %d (the last incomplete batch is dropped)", ErrData, what, n, cfg.BatchSize)
 	}
 	var lo, hi float64
-	if err := ct.Try(func() { lo, hi = d.Labels.Min().Item(), d.Labels.Max().Item() }); err != nil {
+	if err := ct.Try(func() {
+		s := ct.NewScope()
+		defer s.Close()
+		lo, hi = s.Adopt(d.Labels.Min()).Item(), s.Adopt(d.Labels.Max()).Item()
+	}); err != nil {
 		return nil, err
 	}
 	if lo < 0 || hi >= float64(cfg.Model.NumClass) {

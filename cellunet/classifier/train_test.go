@@ -201,6 +201,62 @@ print("ok", int(m.norm1.num_batches_tracked), opt.state[m.out.bias]["step"], m.e
 	m.Close()
 }
 
+// TestNothingWrittenBeforeRun: files appear only after BeforeRun accepted
+// the run; a resume that fails, or a BeforeRun that refuses, leaves the
+// save directory uncreated and leaks no tensor.
+func TestNothingWrittenBeforeRun(t *testing.T) {
+	data := clusters(t, 64, 3, 6)
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "model000003.pt")
+	if err := os.WriteFile(corrupt, []byte("PK\x03\x04 truncated"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuse := errors.New("refused")
+	for _, tc := range []struct {
+		resume    string
+		beforeRun error
+		ran       bool
+	}{
+		{resume: filepath.Join(dir, "nope", "model000003.pt")},
+		{resume: corrupt},
+		{beforeRun: refuse, ran: true},
+	} {
+		cfg := smallTrainConfig(t, 3)
+		cfg.SaveDir = filepath.Join(t.TempDir(), "run")
+		cfg.Resume = tc.resume
+		ran := false
+		cfg.BeforeRun = func() error {
+			ran = true
+			if _, err := os.Stat(cfg.SaveDir); !os.IsNotExist(err) {
+				t.Errorf("resume %q: the save dir exists before BeforeRun (%v)", tc.resume, err)
+			}
+			return tc.beforeRun
+		}
+		before := ct.LiveTensors()
+		_, err := classifier.Train(context.Background(), cfg, data, nil)
+		var re *classifier.ResumeError
+		if err == nil || (tc.beforeRun != nil && !errors.Is(err, refuse)) ||
+			(tc.resume != "" && (!errors.As(err, &re) || re.Path != tc.resume || !errors.Is(err, classifier.ErrData))) {
+			t.Errorf("resume %q: error %v", tc.resume, err)
+		}
+		if ran != tc.ran {
+			t.Errorf("resume %q: BeforeRun ran: %v, want %v", tc.resume, ran, tc.ran)
+		}
+		if n := ct.LiveTensors() - before; n != 0 {
+			t.Errorf("resume %q: %d tensor handles leaked", tc.resume, n)
+		}
+		if _, err := os.Stat(cfg.SaveDir); !os.IsNotExist(err) {
+			t.Errorf("resume %q: the failed run created its save dir (%v)", tc.resume, err)
+		}
+	}
+	if err := classifier.CheckResume(filepath.Join(dir, "nope", "model000003.pt")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("CheckResume of a missing file: %v", err)
+	}
+	if err := classifier.CheckResume(corrupt); err != nil {
+		t.Errorf("CheckResume of an existing model file: %v (it reads no tensor)", err)
+	}
+}
+
 func TestTrainErrors(t *testing.T) {
 	data := clusters(t, 64, 3, 5)
 	cases := []struct {
