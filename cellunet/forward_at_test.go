@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
+	"github.com/scdiffusion/gotorch-train/cellunet/internal/unettest"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
@@ -23,6 +24,10 @@ func TestForwardAtEqualsForward(t *testing.T) {
 	}
 	defer g.Close()
 	x := s.Randn(ct.Options{}, g, 64, 128)
+	// Two evaluations of the same formula in other orders: the rule of
+	// cgotorchtest/tolerance.go, with the forward's accumulation length (the
+	// gradient retraces it backwards).
+	k := unettest.ForwardK(m.Config())
 	for _, step := range []int64{0, 1, 499, 999} {
 		tt := s.Full(float64(step), ct.Options{DType: ct.Int64}, 64)
 		var want, got *ct.Tensor
@@ -30,14 +35,14 @@ func TestForwardAtEqualsForward(t *testing.T) {
 			want = s.Adopt(m.Forward(x, tt))
 			got = s.Adopt(m.ForwardAt(x, step))
 		})
-		cgotorchtest.AssertClose(t, "ForwardAt no-grad", got, want, 1e-5, 1e-6)
+		cgotorchtest.AssertFP32(t, "ForwardAt no-grad", got, want, cgotorchtest.FP32{K: k})
 	}
 	// With autograd: same values and the same gradient w.r.t. x.
 	xg := s.Adopt(x.Detach()).SetRequiresGrad(true)
 	tt := s.Full(250, ct.Options{DType: ct.Int64}, 64)
 	gradOf := func(y *ct.Tensor) *ct.Tensor { return s.Adopt(ct.GradOf(s.Adopt(y).Square().Sum(), xg)) }
 	gw, gg := gradOf(m.Forward(xg, tt)), gradOf(m.ForwardAt(xg, 250))
-	cgotorchtest.AssertClose(t, "ForwardAt gradient", gg, gw, 1e-4, 1e-6)
+	cgotorchtest.AssertFP32(t, "ForwardAt gradient", gg, gw, cgotorchtest.FP32{K: 2*k + int(m.Config().InputDim)})
 
 	// Matrix products in bfloat16 (8 significant bits): the error relative
 	// to the output's scale, and the result is float32.

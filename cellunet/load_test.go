@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/scdiffusion/gotorch-train/cellunet"
+	"github.com/scdiffusion/gotorch-train/cellunet/internal/unettest"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/cgotorch/cgotorchtest"
 )
@@ -23,7 +24,7 @@ func TestLoadInfersConfig(t *testing.T) {
 	if c := m.Config(); c.InputDim != 16 || fmt.Sprint(c.Hidden) != "[32 32 16 8]" {
 		t.Errorf("inferred %+v", c)
 	}
-	cgotorchtest.AssertClose(t, "forward", s.Adopt(m.Forward(g["x"], g["t"])), g["forward"], rtol, atol)
+	cgotorchtest.AssertFP32(t, "forward", s.Adopt(m.Forward(g["x"], g["t"])), g["forward"], cgotorchtest.FP32{K: unettest.ForwardK(m.Config())})
 	for _, bad := range []string{"testdata/nope.pt", "autoencoder/testdata/small.pt", "model_test.go"} {
 		if l, err := cellunet.Load(bad, ct.CPU); err == nil {
 			l.Close()

@@ -11,8 +11,12 @@ Writes:
       noised latents: eval-mode logits; train-mode logits with the dropout
       masks drawn after torch.manual_seed(5); and with dropout 0, the
       forward and backward of one training step of classifier_train.py
-      (cross-entropy mean): logits, loss, per-tensor gradient summaries and
-      the BatchNorm running statistics it leaves; then, with those running
+      (cross-entropy mean): logits, loss, per-tensor gradient summaries
+      (Σg², Σ|g|, max|g|) and first elements; the gradients of the biases
+      added before a train-mode BatchNorm (zero in exact arithmetic: the
+      batch mean removes them) in full with their scale Σ_b |∂L/∂h_b| per
+      element (cgotorchtest/tolerance.go); the BatchNorm running statistics
+      the step leaves; then, with those running
       statistics, the guidance gradient s·∇_x Σ log softmax(logits)[y] in
       eval mode (s = 2). (No optimizer step: AdamW's first update is about
       lr·sign(g), so elements whose gradient is ~0 flip between BLAS
@@ -43,6 +47,25 @@ def summary(prefix, tensors, out):
     tensors = [torch.zeros(1) if t is None else t for t in tensors]
     out[prefix + ".sum"] = torch.tensor([t.double().sum().item() for t in tensors], dtype=torch.float64)
     out[prefix + ".sumsq"] = torch.tensor([(t.double() ** 2).sum().item() for t in tensors], dtype=torch.float64)
+
+
+def stats(prefix, named, out, head=16):
+    """Per tensor: Σx², Σ|x|, max|x| (float64, the Summary of cgotorchtest)
+    and the first `head` elements in full; a missing gradient (None: the
+    unused emb_layers3) counts as zeros."""
+    for k, t in named:
+        if t is None:
+            t = torch.zeros(1)
+        d = t.detach().double()
+        out[prefix + ".stats." + k] = torch.tensor([(d * d).sum(), d.abs().sum(), d.abs().max()], dtype=torch.float64)
+        out[prefix + ".head." + k] = t.detach().reshape(-1)[:head].clone()
+
+
+# The biases added to the input of a train-mode BatchNorm (through fc_i or
+# emb_layers_i), keyed by that BatchNorm.
+PRE_BN_BIASES = {"norm1": ["fc1.bias", "emb_layers1.1.bias"],
+                 "norm2": ["fc2.bias", "emb_layers2.1.bias"],
+                 "norm3": ["fc3.bias"]}
 
 
 def inputs(n=16, d=128, seed=1):
@@ -76,12 +99,30 @@ def default_golden():
     model.load_state_dict(initial)
     model.drop.p = 0.0
     model.train()
+    bn_inputs = {}
+
+    def keep_input(name):
+        def hook(_module, args):
+            args[0].retain_grad()
+            bn_inputs[name] = args[0]
+        return hook
+
+    hooks = [getattr(model, n).register_forward_pre_hook(keep_input(n)) for n in PRE_BN_BIASES]
     logits = model(x_t, t)
+    for h in hooks:
+        h.remove()
     loss = F.cross_entropy(logits, y)  # mean, as classifier_train.py (one microbatch)
     out["train_logits"] = logits.detach()
     out["loss"] = loss.detach().reshape(1)
     loss.backward()
-    summary("grad", [p.grad for p in model.parameters()], out)
+    params = dict(model.named_parameters())
+    stats("grad", [(k, p.grad) for k, p in params.items()], out)
+    for bn, biases in PRE_BN_BIASES.items():
+        # ∂L/∂bias_j = Σ_b ∂L/∂h_bj, whose terms cancel to 0.
+        scale = bn_inputs[bn].grad.double().abs().sum(0)
+        for k in biases:
+            out["grad.full." + k] = params[k].grad.detach().clone()
+            out["grad.scale." + k] = scale
     after = model.state_dict()
     for k in ("norm1.running_mean", "norm2.running_var", "norm3.running_var", "norm3.num_batches_tracked"):
         out["after." + k] = after[k].clone()
