@@ -35,68 +35,79 @@ func newSampleCommand() *cli.Command {
 			"Modes: unconditional; --classifier_path with --cell_type K, a class name or all (every class, models\n" +
 			"loaded once); --classifier_path1/2 with --cell_type K1,K2 (two conditions); --classifier_path with\n" +
 			"--init_cell_path and --cell_type A,B (gradient interpolation from real cells of class A, --weight wA,wB).\n" +
-			"Batch i is a pure function of --seed and i: the same seed gives the same bytes.\n\n" + exitStatusHelp,
+			"Batch i is a pure function of --seed and i: the same seed gives the same bytes. Nothing is written\n" +
+			"before every flag, model and input file has been checked.\n\n" + exitStatusHelp,
 		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: "model_path", Value: "output/checkpoint/backbone/model800000.pt", Usage: "backbone checkpoint `FILE` (train's modelNNNNNN.pt, or a reference one)", EnvVars: env("model_path"), Category: catModel},
-			&cli.BoolFlag{Name: "use_ema", Value: true, Usage: "sample from the EMA weights ema_RATE_NNNNNN.pt next to --model_path when present (False: the raw weights, as the reference)", EnvVars: env("use_ema"), Category: catModel},
+			&cli.BoolFlag{Name: "use_ema", Value: true, Usage: "sample from the EMA weights ema_RATE_NNNNNN.pt next to --model_path when present (--use_ema False: the raw weights, as the reference)", EnvVars: env("use_ema"), Category: catModel},
 			&cli.StringFlag{Name: "ema_rate", Usage: "which EMA file to use when there are several (e.g. 0.9999)", EnvVars: env("ema_rate"), Category: catModel},
-			&cli.StringFlag{Name: "hidden_dim", Value: "512,512,256,128", Usage: "Cell_Unet widths (checked against the checkpoint, which defines them)", EnvVars: env("hidden_dim"), Category: catModel},
-			&cli.IntFlag{Name: "diffusion_steps", Value: 1000, Usage: "diffusion `T` the backbone was trained with", EnvVars: env("diffusion_steps"), Category: catModel},
-			&cli.StringFlag{Name: "noise_schedule", Value: "linear", Usage: "linear or cosine", EnvVars: env("noise_schedule"), Category: catModel},
+			&cli.StringFlag{Name: "hidden_dim", Value: "512,512,256,128", Usage: "Cell_Unet widths (checked against the checkpoint, which defines them)", EnvVars: env("hidden_dim"), Category: catModel,
+				Action: parsedBy("hidden_dim", "positive widths separated by commas, e.g. 512,512,256,128", func(v string) error { _, err := cellunet.ParseHidden(v); return err })},
+			&cli.IntFlag{Name: "diffusion_steps", Value: 1000, Usage: "diffusion `T` the backbone was trained with", EnvVars: env("diffusion_steps"), Category: catModel,
+				Action: intBetween("diffusion_steps", 1, 100000)},
+			&cli.StringFlag{Name: "noise_schedule", Value: "linear", Usage: "linear or cosine", EnvVars: env("noise_schedule"), Category: catModel,
+				Action: oneOf("noise_schedule", "linear", "cosine")},
 			&cli.StringFlag{Name: "timestep_respacing", Usage: "sample a subset of the steps: ddimN (e.g. ddim50) or comma-separated section counts; empty: all", EnvVars: env("timestep_respacing"), Category: catModel},
-			&cli.IntFlag{Name: "num_samples", Value: 12000, Usage: "cells to generate (per class); exactly this many rows are written", EnvVars: env("num_samples"), Category: catTrain},
-			&cli.IntFlag{Name: "batch_size", Value: 3000, Usage: "cells sampled at once (memory is bounded by one batch)", EnvVars: env("batch_size"), Category: catMemory},
+			&cli.IntFlag{Name: "num_samples", Value: 12000, Usage: "cells to generate (per class); exactly this many rows are written", EnvVars: env("num_samples"), Category: catTrain,
+				Action: intAtLeast("num_samples", 1)},
+			&cli.IntFlag{Name: "batch_size", Value: 3000, Usage: "cells sampled at once (memory is bounded by one batch)", EnvVars: env("batch_size"), Category: catMemory,
+				Action: intAtLeast("batch_size", 1)},
 			&cli.BoolFlag{Name: "use_ddim", Usage: "DDIM instead of ancestral sampling (use with --timestep_respacing ddimN)", EnvVars: env("use_ddim"), Category: catTrain},
-			&cli.Float64Flag{Name: "eta", Value: 0, Usage: "DDIM's η (0: deterministic)", EnvVars: env("eta"), Category: catTrain},
+			&cli.Float64Flag{Name: "eta", Value: 0, Usage: "DDIM's η (0: deterministic)", EnvVars: env("eta"), Category: catTrain,
+				Action: floatAtLeast("eta", 0, false)},
 			&cli.BoolFlag{Name: "clip_denoised", Usage: "clamp the predicted x0 to [-1,1] (default False; True when guided, as classifier_sample.py)", EnvVars: env("clip_denoised"), Category: catTrain},
-			&cli.Float64Flag{Name: "noise_weight", Value: diffusion.DefaultNoiseWeight, Usage: "ancestral noise exp(w·ln v_t) (0.5: σ_t = √v_t)", EnvVars: env("noise_weight"), Category: catTrain},
+			&cli.Float64Flag{Name: "noise_weight", Value: diffusion.DefaultNoiseWeight, Usage: "ancestral noise exp(w·ln v_t) (0.5: σ_t = √v_t)", EnvVars: env("noise_weight"), Category: catTrain,
+				Action: floatAtLeast("noise_weight", 0, true)},
 			&cli.StringFlag{Name: "sample_dir", Value: "output/simulated_samples/open_problem", Usage: "output `PREFIX`: PREFIX.npz, PREFIX{k}.npz per class", EnvVars: env("sample_dir"), Category: catData},
 			&cli.Uint64Flag{Name: "seed", Value: 1234, Usage: "random seed (batch i draws from a generator seeded from it and i)", EnvVars: env("seed"), Category: catTrain},
-			&cli.StringFlag{Name: "precision", Value: "fp32", Usage: "fp32, or bf16 (backbone matrix products in bfloat16: CPUs with AVX512-BF16 or AMX, CUDA)", EnvVars: env("precision"), Category: catMemory},
+			&cli.StringFlag{Name: "precision", Value: "fp32", Usage: "fp32, or bf16 (backbone matrix products in bfloat16: CPUs with AVX512-BF16 or AMX, CUDA)", EnvVars: env("precision"), Category: catMemory,
+				Action: oneOf("precision", "fp32", "bf16")},
 			// Guidance.
 			&cli.StringFlag{Name: "classifier_path", Usage: "classifier `FILE` for one condition or gradient interpolation", EnvVars: env("classifier_path"), Category: catGuide},
 			&cli.StringFlag{Name: "classifier_path1", Usage: "first classifier `FILE` of two conditions", EnvVars: env("classifier_path1"), Category: catGuide},
 			&cli.StringFlag{Name: "classifier_path2", Usage: "second classifier `FILE` of two conditions", EnvVars: env("classifier_path2"), Category: catGuide},
 			&cli.StringFlag{Name: "cell_type", Usage: "target `CLASS`: an index 0..K-1 (as the reference) or a non-numeric name from the classifier's classes.txt; all; or two (A,B) for two conditions or interpolation", EnvVars: env("cell_type"), Category: catGuide},
-			&cli.Float64Flag{Name: "classifier_scale", Value: 2, Usage: "guidance scale of one condition", EnvVars: env("classifier_scale"), Category: catGuide},
-			&cli.StringFlag{Name: "weight", Value: "10,10", Usage: "two conditions or interpolation: `W1,W2`, scales W·2/10 (interpolation: 10-i,i)", EnvVars: env("weight"), Category: catGuide},
-			&cli.Float64Flag{Name: "classifier_scale1", Usage: "the first condition's scale", DefaultText: "W1·2/10", EnvVars: env("classifier_scale1"), Category: catGuide},
-			&cli.Float64Flag{Name: "classifier_scale2", Usage: "the second condition's scale", DefaultText: "W2·2/10", EnvVars: env("classifier_scale2"), Category: catGuide},
-			&cli.IntFlag{Name: "start_guide_steps", Value: diffusion.DefaultGuidanceStart, Usage: "guide only while the step is below `T`", EnvVars: env("start_guide_steps"), Category: catGuide},
+			&cli.Float64Flag{Name: "classifier_scale", Value: 2, Usage: "guidance scale of one condition", EnvVars: env("classifier_scale"), Category: catGuide,
+				Action: finite("classifier_scale")},
+			&cli.StringFlag{Name: "weight", Value: "10,10", Usage: "two conditions or interpolation: `W1,W2`, scales W·2/10 (interpolation: 10-i,i)", EnvVars: env("weight"), Category: catGuide,
+				Action: parsedBy("weight", "two non-negative numbers separated by a comma, e.g. 7,3", func(v string) error { _, err := parsePair(v); return err })},
+			&cli.Float64Flag{Name: "classifier_scale1", Usage: "the first condition's scale", DefaultText: "W1·2/10", EnvVars: env("classifier_scale1"), Category: catGuide,
+				Action: finite("classifier_scale1")},
+			&cli.Float64Flag{Name: "classifier_scale2", Usage: "the second condition's scale", DefaultText: "W2·2/10", EnvVars: env("classifier_scale2"), Category: catGuide,
+				Action: finite("classifier_scale2")},
+			&cli.IntFlag{Name: "start_guide_steps", Value: diffusion.DefaultGuidanceStart, Usage: "guide only while the step is below `T` (0: never)", EnvVars: env("start_guide_steps"), Category: catGuide,
+				Action: intAtLeast("start_guide_steps", 0)},
 			&cli.BoolFlag{Name: "filter", Usage: "keep only cells the classifier assigns to the target at t = 0 (interpolation: probabilities within ±0.15 of W/10)", EnvVars: env("filter"), Category: catGuide},
-			&cli.IntFlag{Name: "filter_max_batches", Value: 100, Usage: "with --filter, give up after `N` batches per class", EnvVars: env("filter_max_batches"), Category: catGuide},
+			&cli.IntFlag{Name: "filter_max_batches", Value: 100, Usage: "with --filter, give up after `N` batches per class", EnvVars: env("filter_max_batches"), Category: catGuide,
+				Action: intAtLeast("filter_max_batches", 1)},
 			&cli.StringFlag{Name: "init_cell_path", Usage: "interpolation: real cells (.h5ad of raw counts, preprocessed as train-ae) to start from", EnvVars: env("init_cell_path"), Category: catGuide},
-			&cli.IntFlag{Name: "init_time", Value: 600, Usage: "interpolation: noise level `T` of the real cells", EnvVars: env("init_time"), Category: catGuide},
-			&cli.IntFlag{Name: "interp_start", Value: -1, Usage: "interpolation: step the loop starts at (-1: init_time, SDEdit; 999: the reference, which feeds them as x_999)", EnvVars: env("interp_start"), Category: catGuide},
+			&cli.IntFlag{Name: "init_time", Value: 600, Usage: "interpolation: noise level `T` of the real cells", EnvVars: env("init_time"), Category: catGuide,
+				Action: intAtLeast("init_time", 0)},
+			&cli.IntFlag{Name: "interp_start", Value: -1, Usage: "interpolation: step the loop starts at (-1: init_time, SDEdit; 999: the reference, which feeds them as x_999)", EnvVars: env("interp_start"), Category: catGuide,
+				Action: intAtLeast("interp_start", -1)},
 			&cli.StringFlag{Name: "label_key", Value: "celltype", Usage: "obs `COLUMN`: the init cells' labels; the condition column of the .h5ad", EnvVars: env("label_key"), Category: catData},
 			&cli.BoolFlag{Name: "use_raw", Usage: "read raw/X of --init_cell_path", EnvVars: env("use_raw"), Category: catData},
 			// Decoding.
 			&cli.StringFlag{Name: "vae_path", Aliases: []string{"ae_dir"}, Usage: "autoencoder `FILE`: also decode the cells to PREFIX[k].h5ad (and encode --init_cell_path)", EnvVars: env("vae_path"), Category: catModel},
-			&cli.IntFlag{Name: "num_gene", Usage: "expected gene count of the autoencoder (the reference's flag; 0: from the checkpoint)", EnvVars: env("num_gene"), Category: catModel},
-			&cli.IntFlag{Name: "num_class", Usage: "expected class count of --classifier_path (the reference's flag; 0: from the checkpoint)", EnvVars: env("num_class"), Category: catGuide},
-			&cli.IntFlag{Name: "num_class1", Usage: "expected class count of --classifier_path1 (0: from the checkpoint)", EnvVars: env("num_class1"), Category: catGuide},
-			&cli.IntFlag{Name: "num_class2", Usage: "expected class count of --classifier_path2 (0: from the checkpoint)", EnvVars: env("num_class2"), Category: catGuide},
+			&cli.IntFlag{Name: "num_gene", Usage: "expected gene count of the autoencoder (the reference's flag; 0: from the checkpoint)", EnvVars: env("num_gene"), Category: catModel,
+				Action: intAtLeast("num_gene", 0)},
+			&cli.IntFlag{Name: "num_class", Usage: "expected class count of --classifier_path (the reference's flag; 0: from the checkpoint)", EnvVars: env("num_class"), Category: catGuide,
+				Action: intAtLeast("num_class", 0)},
+			&cli.IntFlag{Name: "num_class1", Usage: "expected class count of --classifier_path1 (0: from the checkpoint)", EnvVars: env("num_class1"), Category: catGuide,
+				Action: intAtLeast("num_class1", 0)},
+			&cli.IntFlag{Name: "num_class2", Usage: "expected class count of --classifier_path2 (0: from the checkpoint)", EnvVars: env("num_class2"), Category: catGuide,
+				Action: intAtLeast("num_class2", 0)},
 			&cli.StringFlag{Name: "genes", Usage: "gene names `FILE` for the .h5ad (default: genes.txt next to --vae_path)", EnvVars: env("genes"), Category: catData},
-			&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "autoencoder BatchNorm statistics: dataset (of all cells of one output, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel},
-			&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells decoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory},
-		}, sampleMemoryFlags(), runtimeFlags()),
+			&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "autoencoder BatchNorm statistics: dataset (of all cells of one output, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel,
+				Action: oneOf("bn_mode", "dataset", "running")},
+			&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells decoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory,
+				Action: intAtLeast("chunk_rows", 1)},
+		}, memoryFlags("the folder of --sample_dir"), runtimeFlags()),
 		Action: runSample,
 	}
 }
 
 const catGuide = "Guidance"
-
-// sampleMemoryFlags are the memory flags that apply to sampling (the
-// training-only auto_config and preflight are left out).
-func sampleMemoryFlags() []cli.Flag {
-	var out []cli.Flag
-	for _, f := range memoryFlags() {
-		if n := f.Names()[0]; n != "auto_config" && n != "preflight" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
 
 // sampleMode is what sample generates.
 type sampleMode int
@@ -133,6 +144,7 @@ type samplePlan struct {
 	hidden       []int64
 	hiddenIsSet  bool
 	clsPaths     []string
+	clsFlags     []string // the flags naming clsPaths
 	decode       bool
 	genesPath    string
 	decodeBNMode string
@@ -140,9 +152,6 @@ type samplePlan struct {
 
 // planSample checks every flag that needs no file: usage errors only.
 func planSample(c *cli.Context) (*samplePlan, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
-	}
 	p := &samplePlan{
 		diff:       diffusion.Config{Steps: c.Int("diffusion_steps"), Schedule: c.String("noise_schedule"), Respacing: c.String("timestep_respacing")},
 		numSamples: c.Int("num_samples"), batchSize: c.Int("batch_size"),
@@ -152,45 +161,23 @@ func planSample(c *cli.Context) (*samplePlan, error) {
 		initTime: c.Int("init_time"), interpStart: c.Int("interp_start"), hiddenIsSet: c.IsSet("hidden_dim"),
 		decode: c.String("vae_path") != "", decodeBNMode: c.String("bn_mode"),
 	}
+	// Single values are checked by the flags' validators (cli.go); what is
+	// left are the combinations.
 	switch {
 	case c.String("model_path") == "":
-		return nil, usagef("--model_path is required")
-	case p.numSamples <= 0:
-		return nil, usagef("--num_samples must be positive, got %d", p.numSamples)
-	case p.batchSize <= 0:
-		return nil, usagef("--batch_size must be positive, got %d", p.batchSize)
+		return nil, usagef("--model_path FILE is required: the backbone checkpoint (train's modelNNNNNN.pt)")
 	case p.prefix == "":
-		return nil, usagef("--sample_dir is required")
-	case math.IsNaN(p.eta) || p.eta < 0:
-		return nil, usagef("--eta must be >= 0, got %v", p.eta)
-	case !(p.noiseWeight > 0) || math.IsInf(p.noiseWeight, 0):
-		return nil, usagef("--noise_weight must be a positive number, got %v", p.noiseWeight)
-	case p.guideStart < 0:
-		return nil, usagef("--start_guide_steps must be >= 0, got %d", p.guideStart)
-	case p.maxBatches <= 0:
-		return nil, usagef("--filter_max_batches must be positive, got %d", p.maxBatches)
+		return nil, usagef("--sample_dir PREFIX is required: the output files are PREFIX.npz or PREFIX{k}.npz")
 	case p.eta != 0 && !p.ddim:
-		return nil, usagef("--eta is DDIM's η: give --use_ddim True with it")
-	}
-	if p.decodeBNMode != "dataset" && p.decodeBNMode != "running" {
-		return nil, usagef("--bn_mode %q: want dataset or running", p.decodeBNMode)
-	}
-	if c.Int("chunk_rows") <= 0 {
-		return nil, usagef("--chunk_rows must be positive, got %d", c.Int("chunk_rows"))
+		return nil, usagef("--eta %v is DDIM's η: give --use_ddim True with it", p.eta)
 	}
 	if _, err := diffusion.NewSchedule(p.diff); err != nil {
-		if p.diff.Respacing != "" && p.diff.Steps > 0 {
+		if p.diff.Respacing != "" {
 			return nil, usagef("--timestep_respacing %q: %v", p.diff.Respacing, err)
 		}
 		return nil, usageError{err}
 	}
-	switch c.String("precision") {
-	case "fp32":
-	case "bf16":
-		p.bf16 = true
-	default:
-		return nil, usagef("--precision %q: want fp32 or bf16", c.String("precision"))
-	}
+	p.bf16 = c.String("precision") == "bf16"
 	var err error
 	if p.hidden, err = cellunet.ParseHidden(c.String("hidden_dim")); err != nil {
 		return nil, usageError{err}
@@ -211,7 +198,7 @@ func planSample(c *cli.Context) (*samplePlan, error) {
 		if cls != "" || c.String("init_cell_path") != "" {
 			return nil, usagef("--classifier_path1/2 (two conditions) cannot be combined with --classifier_path or --init_cell_path")
 		}
-		p.clsPaths = []string{cls1, cls2}
+		p.clsPaths, p.clsFlags = []string{cls1, cls2}, []string{"classifier_path1", "classifier_path2"}
 	case c.String("init_cell_path") != "":
 		p.mode = modeInterp
 		if cls == "" {
@@ -220,10 +207,10 @@ func planSample(c *cli.Context) (*samplePlan, error) {
 		if !p.decode {
 			return nil, usagef("gradient interpolation (--init_cell_path) needs --vae_path to encode the real cells")
 		}
-		p.clsPaths = []string{cls}
+		p.clsPaths, p.clsFlags = []string{cls}, []string{"classifier_path"}
 	case cls != "":
 		p.mode = modeClass
-		p.clsPaths = []string{cls}
+		p.clsPaths, p.clsFlags = []string{cls}, []string{"classifier_path"}
 	}
 	switch p.mode {
 	case modeUncond:
@@ -271,16 +258,6 @@ func planSample(c *cli.Context) (*samplePlan, error) {
 		p.genesPath = filepath.Join(filepath.Dir(c.String("vae_path")), "genes.txt")
 	}
 	return p, nil
-}
-
-// noArgs rejects positional arguments: the command has none, and a stray
-// word (e.g. the value of a boolean flag written as "--use_ema False")
-// would otherwise end flag parsing silently.
-func noArgs(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usagef("unexpected argument %q: %s takes flags only (write booleans as --flag=false)", c.Args().First(), c.Command.Name)
-	}
-	return nil
 }
 
 // parsePair parses "a,b" into two finite non-negative numbers.
@@ -350,13 +327,10 @@ type guide struct {
 	classes []string
 }
 
-func loadGuide(path string, dev ct.Device) (*guide, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, dataErr(fmt.Errorf("classifier %s: %w", path, err))
-	}
+func loadGuide(flag, path string, dev ct.Device) (*guide, error) {
 	m, err := classifier.Load(path, dev)
 	if err != nil {
-		return nil, dataErr(err)
+		return nil, flagErr(flag, err)
 	}
 	g := &guide{path: path, model: m}
 	if names, err := readLines(filepath.Join(filepath.Dir(path), "classes.txt")); err == nil {
@@ -404,45 +378,103 @@ type job struct {
 }
 
 func runSample(c *cli.Context) error {
-	out := c.App.Writer
+	// Flags, input files and gene names are checked before libtorch starts;
+	// models and data are loaded and checked before anything is written.
 	plan, err := planSample(c)
 	if err != nil {
 		return err
 	}
+	out := io.Writer(c.App.Writer)
 	say := func(s string) { fmt.Fprintln(out, s) }
 	weights, err := backboneWeights(c.String("model_path"), c.Bool("use_ema"), c.String("ema_rate"), say)
 	if err != nil {
 		return err
 	}
-	for _, p := range append(append([]string{}, plan.clsPaths...), c.String("vae_path"), c.String("init_cell_path")) {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err != nil {
-			return dataErr(fmt.Errorf("%s: %w", p, err))
-		}
+	if err := checkSampleInputs(c, plan); err != nil {
+		return err
 	}
 	var genes []string
 	if plan.decode {
-		if genes, err = readLines(plan.genesPath); err != nil {
-			return dataErr(fmt.Errorf("gene names for the .h5ad: %w (give --genes FILE, one name per line)", err))
-		}
-		if n := c.Int("num_gene"); n != 0 && n != len(genes) {
-			return dataErr(fmt.Errorf("--num_gene %d but %s lists %d genes", n, plan.genesPath, len(genes)))
+		if genes, err = sampleGenes(c, plan); err != nil {
+			return err
 		}
 	}
 	dev, err := setup(c)
 	if err != nil {
 		return err
 	}
+	printHeader(out)
 	if plan.bf16 && !dev.IsCUDA() && !cpuHasBF16() {
 		say("warning: this CPU has neither AVX512-BF16 nor AMX: bfloat16 matrix products are emulated and slower than fp32")
 	}
+	// On a terminal a progress bar (sampling steps) runs between the lines.
+	prog := newProgress(out, "sample", 0)
+	defer prog.done()
+	out = prog
+	mem, err := newMemory(c, dev, memoryRun{batchSize: plan.batchSize, bf16: plan.bf16, command: "sample",
+		unavailable: []string{"--microbatch", "--use_fp16"}, out: out})
+	if err != nil {
+		return err
+	}
+	defer mem.close()
+	return mem.guard(func() error { return sampleRun(c, plan, weights, genes, dev, mem, prog) })
+}
 
-	// Models, loaded once for every output.
+// checkSampleInputs checks that every input file the flags name exists and
+// that the output prefix can be written, before anything is loaded.
+func checkSampleInputs(c *cli.Context, plan *samplePlan) error {
+	inputs := [][2]string{{"vae_path", c.String("vae_path")}, {"init_cell_path", c.String("init_cell_path")}, {"genes", c.String("genes")}}
+	for i, p := range plan.clsPaths {
+		inputs = append(inputs, [2]string{plan.clsFlags[i], p})
+	}
+	for _, in := range inputs {
+		if in[1] == "" {
+			continue
+		}
+		st, err := os.Stat(in[1])
+		if err != nil {
+			return flagErr(in[0], err)
+		}
+		if st.IsDir() && in[0] != "init_cell_path" { // a 10x MEX folder is a valid init_cell_path
+			return flagErr(in[0], fmt.Errorf("%s is a directory; want a file", in[1]))
+		}
+	}
+	dir := filepath.Dir(plan.prefix)
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return usagef("--sample_dir %s: %s is a file, not a folder", plan.prefix, dir)
+	}
+	if st, err := os.Stat(plan.prefix + ".npz"); err == nil && st.IsDir() {
+		return usagef("--sample_dir %s: %s.npz is a directory", plan.prefix, plan.prefix)
+	}
+	return nil
+}
+
+// sampleGenes reads the gene names of the decoded .h5ad: --genes, or the
+// genes.txt that train-ae wrote next to --vae_path.
+func sampleGenes(c *cli.Context, plan *samplePlan) ([]string, error) {
+	genes, err := readLines(plan.genesPath)
+	switch {
+	case err != nil && c.String("genes") != "":
+		return nil, flagErr("genes", err)
+	case err != nil:
+		return nil, flagErr("vae_path", fmt.Errorf("no gene names for the .h5ad: %w (train-ae writes genes.txt next to its checkpoints; or give --genes FILE, one name per line)", err))
+	case len(genes) == 0:
+		return nil, dataErr(fmt.Errorf("%s lists no genes", plan.genesPath))
+	}
+	if n := c.Int("num_gene"); n != 0 && n != len(genes) {
+		return nil, dataErr(fmt.Errorf("--num_gene %d but %s lists %d genes", n, plan.genesPath, len(genes)))
+	}
+	return genes, nil
+}
+
+// sampleRun loads the models (once for every output), checks them against
+// each other and the flags, then starts the memory files and samples every
+// output.
+func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string, dev ct.Device, mem *memory, prog *progress) error {
+	say := func(s string) { fmt.Fprintln(prog, s) }
 	bb, err := cellunet.Load(weights, dev)
 	if err != nil {
-		return dataErr(err)
+		return flagErr("model_path", err)
 	}
 	defer bb.Close()
 	var backbone diffusion.Model = bb.Model
@@ -455,7 +487,7 @@ func runSample(c *cli.Context) error {
 		backbone = mx
 	}
 	if bc := bb.Config(); plan.hiddenIsSet && fmt.Sprint(bc.Hidden) != fmt.Sprint(plan.hidden) {
-		return dataErr(fmt.Errorf("%s has hidden widths %v but --hidden_dim is %v", weights, bc.Hidden, plan.hidden))
+		return flagErr("model_path", fmt.Errorf("%s has hidden widths %v but --hidden_dim is %v", weights, bc.Hidden, plan.hidden))
 	}
 	d, err := diffusion.New(plan.diff, dev)
 	if err != nil {
@@ -464,20 +496,21 @@ func runSample(c *cli.Context) error {
 	defer d.Close()
 	var guides []*guide
 	for i, p := range plan.clsPaths {
-		g, err := loadGuide(p, dev)
+		flag := plan.clsFlags[i]
+		g, err := loadGuide(flag, p, dev)
 		if err != nil {
 			return err
 		}
 		defer g.model.Close()
-		flag := "num_class"
+		num := "num_class"
 		if plan.mode == modeMulti {
-			flag = fmt.Sprintf("num_class%d", i+1)
+			num = fmt.Sprintf("num_class%d", i+1)
 		}
-		if k := c.Int(flag); k != 0 && int64(k) != g.model.Config().NumClass {
-			return dataErr(fmt.Errorf("--%s %d but the classifier %s has %d classes", flag, k, p, g.model.Config().NumClass))
+		if k := c.Int(num); k != 0 && int64(k) != g.model.Config().NumClass {
+			return dataErr(fmt.Errorf("--%s %d but the classifier %s has %d classes", num, k, p, g.model.Config().NumClass))
 		}
 		if g.model.Config().InputDim != bb.Config().InputDim {
-			return dataErr(fmt.Errorf("classifier %s takes %d-d latents, the backbone %s makes %d-d ones", p, g.model.Config().InputDim, weights, bb.Config().InputDim))
+			return flagErr(flag, fmt.Errorf("%s takes %d-d latents, the backbone %s makes %d-d ones", p, g.model.Config().InputDim, weights, bb.Config().InputDim))
 		}
 		guides = append(guides, g)
 	}
@@ -488,15 +521,18 @@ func runSample(c *cli.Context) error {
 	var ae *autoencoder.Model
 	if plan.decode {
 		if ae, err = autoencoder.Load(c.String("vae_path"), dev, int64(len(genes))); err != nil {
-			return dataErr(fmt.Errorf("%w (gene names from %s)", err, plan.genesPath))
+			return flagErr("vae_path", fmt.Errorf("%w (gene names from %s)", err, plan.genesPath))
 		}
 		defer ae.Close()
+		if lat := ae.Config().Latent; lat != bb.Config().InputDim {
+			return flagErr("vae_path", fmt.Errorf("%s has %d-d latents, the backbone %s makes %d-d ones", c.String("vae_path"), lat, weights, bb.Config().InputDim))
+		}
 	}
-	var initLat *ct.Tensor
 	if plan.mode == modeInterp {
-		// The real cells of class A, encoded (validation of the data
-		// happens here, before any output is written).
-		if initLat, err = encodeInitCells(c, guides[0], jobs[0].cond.Terms[0].Class, genes, ae, dev); err != nil {
+		// The real cells of class A, encoded: the data is read and checked
+		// here, before any output is written.
+		initLat, err := encodeInitCells(c, guides[0], jobs[0].cond.Terms[0].Class, genes, ae, dev)
+		if err != nil {
 			return err
 		}
 		defer initLat.Free()
@@ -522,17 +558,14 @@ func runSample(c *cli.Context) error {
 		plan.numSamples, plan.batchSize, algo, d.NumSteps(), map[bool]string{true: "EMA", false: "raw"}[emaName.MatchString(filepath.Base(weights))],
 		c.String("precision"), plan.seed, weights))
 
-	prog := newProgress(out, "sample", len(jobs)*ceilDiv(plan.numSamples, plan.batchSize)*d.NumSteps())
-	defer prog.done()
-	out = prog
-	mem, err := newMemory(c, dev, memoryRun{batchSize: plan.batchSize, bf16: plan.bf16, saveDir: filepath.Dir(plan.prefix), out: out})
-	if err != nil {
+	// Everything is valid and loaded: only now are files created.
+	if err := mem.start(filepath.Dir(plan.prefix), false); err != nil {
 		return err
 	}
-	defer mem.close()
-	r := &sampler{c: c, out: out, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae}
+	prog.setTotal(len(jobs) * ceilDiv(plan.numSamples, plan.batchSize) * d.NumSteps())
+	r := &sampler{c: c, out: prog, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae}
 	for _, j := range jobs {
-		if err := mem.guard(func() error { return r.run(j) }); err != nil {
+		if err := r.run(j); err != nil {
 			return err
 		}
 	}

@@ -81,7 +81,7 @@ func encodeInitCells(c *cli.Context, g *guide, k int64, genes []string, ae *auto
 	path := c.String("init_cell_path")
 	ds, err := scdata.Open(path, scdata.OpenOptions{LabelKey: c.String("label_key"), UseRaw: c.Bool("use_raw")})
 	if err != nil {
-		return nil, dataErr(fmt.Errorf("--init_cell_path: %w", err))
+		return nil, flagErr("init_cell_path", dataHint(err))
 	}
 	pp, err := scdata.Preprocess(ds, scdata.PreprocessConfig{})
 	ds.Close()
