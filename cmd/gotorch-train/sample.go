@@ -100,6 +100,7 @@ func newSampleCommand() *cli.Command {
 			&cli.StringFlag{Name: "genes", Usage: "gene names `FILE` for the .h5ad (default: genes.txt next to --vae_path)", EnvVars: env("genes"), Category: catData},
 			&cli.StringFlag{Name: "bn_mode", Value: "dataset", Usage: "autoencoder BatchNorm statistics: dataset (of all cells of one output, as the reference) or running", EnvVars: env("bn_mode"), Category: catModel,
 				Action: oneOf("bn_mode", "dataset", "running")},
+			&cli.StringFlag{Name: "bn_ref", Usage: "latents `FILE` (.npz with cell_gen, e.g. encode's output for the training data) that join every output's latents in the decoder's dataset BatchNorm statistics: a one-label output (--cell_type) then keeps what sets its label apart, as when the reference decodes all generated cells together", EnvVars: env("bn_ref"), Category: catModel},
 			&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells decoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory,
 				Action: intAtLeast("chunk_rows", 1)},
 		}, memoryFlags("the folder of --sample_dir"), runtimeFlags()),
@@ -148,6 +149,7 @@ type samplePlan struct {
 	decode       bool
 	genesPath    string
 	decodeBNMode string
+	bnRef        string // --bn_ref
 }
 
 // planSample checks every flag that needs no file: usage errors only.
@@ -159,7 +161,7 @@ func planSample(c *cli.Context) (*samplePlan, error) {
 		seed: c.Uint64("seed"), prefix: c.String("sample_dir"), guideStart: c.Int("start_guide_steps"),
 		scale: c.Float64("classifier_scale"), filter: c.Bool("filter"), maxBatches: c.Int("filter_max_batches"),
 		initTime: c.Int("init_time"), interpStart: c.Int("interp_start"), hiddenIsSet: c.IsSet("hidden_dim"),
-		decode: c.String("vae_path") != "", decodeBNMode: c.String("bn_mode"),
+		decode: c.String("vae_path") != "", decodeBNMode: c.String("bn_mode"), bnRef: c.String("bn_ref"),
 	}
 	// Single values are checked by the flags' validators (cli.go); what is
 	// left are the combinations.
@@ -170,6 +172,10 @@ func planSample(c *cli.Context) (*samplePlan, error) {
 		return nil, usagef("--sample_dir PREFIX is required: the output files are PREFIX.npz or PREFIX{k}.npz")
 	case p.eta != 0 && !p.ddim:
 		return nil, usagef("--eta %v is DDIM's η: give --use_ddim True with it", p.eta)
+	case p.bnRef != "" && !p.decode:
+		return nil, usagef("--bn_ref only joins the BatchNorm statistics of the decode: give --vae_path with it")
+	case p.bnRef != "" && p.decodeBNMode != "dataset":
+		return nil, usagef("--bn_ref joins the dataset BatchNorm statistics: it cannot be combined with --bn_mode %s", p.decodeBNMode)
 	}
 	if _, err := diffusion.NewSchedule(p.diff); err != nil {
 		if p.diff.Respacing != "" {
@@ -423,7 +429,7 @@ func runSample(c *cli.Context) error {
 // checkSampleInputs checks that every input file the flags name exists and
 // that the output prefix can be written, before anything is loaded.
 func checkSampleInputs(c *cli.Context, plan *samplePlan) error {
-	inputs := [][2]string{{"vae_path", c.String("vae_path")}, {"init_cell_path", c.String("init_cell_path")}, {"genes", c.String("genes")}}
+	inputs := [][2]string{{"vae_path", c.String("vae_path")}, {"init_cell_path", c.String("init_cell_path")}, {"genes", c.String("genes")}, {"bn_ref", c.String("bn_ref")}}
 	for i, p := range plan.clsPaths {
 		inputs = append(inputs, [2]string{plan.clsFlags[i], p})
 	}
@@ -528,6 +534,17 @@ func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string,
 			return flagErr("vae_path", fmt.Errorf("%s has %d-d latents, the backbone %s makes %d-d ones", c.String("vae_path"), lat, weights, bb.Config().InputDim))
 		}
 	}
+	var bnRef []float32
+	if plan.bnRef != "" {
+		l, err := npz.ReadLatents(plan.bnRef)
+		if err != nil {
+			return flagErr("bn_ref", err)
+		}
+		if lat := int(ae.Config().Latent); l.Dim != lat || l.N == 0 {
+			return flagErr("bn_ref", fmt.Errorf("%s holds %d latents of width %d; want at least one of width %d (the autoencoder %s)", plan.bnRef, l.N, l.Dim, lat, c.String("vae_path")))
+		}
+		bnRef = l.Data
+	}
 	if plan.mode == modeInterp {
 		// The real cells of class A, encoded: the data is read and checked
 		// here, before any output is written.
@@ -563,7 +580,7 @@ func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string,
 		return err
 	}
 	prog.setTotal(len(jobs) * ceilDiv(plan.numSamples, plan.batchSize) * d.NumSteps())
-	r := &sampler{c: c, out: prog, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae}
+	r := &sampler{c: c, out: prog, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae, bnRef: bnRef}
 	for _, j := range jobs {
 		if err := r.run(j); err != nil {
 			return err
@@ -661,6 +678,7 @@ type sampler struct {
 	prog  *progress
 	genes []string
 	ae    *autoencoder.Model // nil without --vae_path
+	bnRef []float32          // --bn_ref latents, row-major [N,D]; nil without
 	steps int                // sampling steps done (the memory monitor's step counter)
 }
 

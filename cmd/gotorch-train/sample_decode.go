@@ -15,7 +15,8 @@ import (
 
 // decode writes the .h5ad next to the job's .npz: ReLU(decoder(latents))
 // in chunks under no-grad with the chosen BatchNorm statistics (dataset:
-// those of all of this output's cells, as the reference's one-pass decode),
+// those of all of this output's cells, as the reference's one-pass decode,
+// joined by the --bn_ref latents when given),
 // stored sparse (ReLU zeros are not stored), with the gene names and, for a
 // conditional output, the condition as a categorical obs column.
 func (r *sampler) decode(j job, lat []float32) error {
@@ -31,7 +32,7 @@ func (r *sampler) decode(j job, lat []float32) error {
 	g := len(r.genes)
 	var chunk scdata.CSR
 	var labels []int64
-	err = r.ae.DecodeAll(lat, nil, opts, true, func(_, n int, rows []float32) error {
+	err = r.ae.DecodeAll(lat, r.bnRef, opts, true, func(_, n int, rows []float32) error {
 		denseToCSR(rows, n, g, &chunk)
 		labels = labels[:0]
 		if j.classes != nil {
@@ -50,7 +51,11 @@ func (r *sampler) decode(j job, lat []float32) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(r.out, "wrote %s: %d cells × %d genes decoded in %.1fs (BatchNorm: %s statistics)\n", path, len(lat)/int(r.gcfg.Dim), g, time.Since(start).Seconds(), mode)
+	stats := mode.String() + " statistics"
+	if r.bnRef != nil {
+		stats += fmt.Sprintf(" with the %d latents of --bn_ref", len(r.bnRef)/int(r.gcfg.Dim))
+	}
+	fmt.Fprintf(r.out, "wrote %s: %d cells × %d genes decoded in %.1fs (BatchNorm: %s)\n", path, len(lat)/int(r.gcfg.Dim), g, time.Since(start).Seconds(), stats)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,6 +235,41 @@ print(a.obs["celltype"].tolist()[0], list(a.obs["celltype"].cat.categories) == s
 	pyOut, err := exec.Command("/usr/bin/python3", "-c", py, p+"2.h5ad", strings.Join(m.classes, "|")).CombinedOutput()
 	if err != nil || string(pyOut) != m.classes[2]+" True\n" {
 		t.Errorf("obs of class 2: %v %q", err, pyOut)
+	}
+
+	// --bn_ref joins the decoder's dataset BatchNorm statistics: the class's
+	// own latents twice over leave the statistics (mean, biased variance) and
+	// so the decoded cells unchanged; the real cells' latents change them.
+	guided2 := func(prefix string, extra ...string) {
+		t.Helper()
+		code, out := run(t, context.Background(), append(append(base, "--classifier_path", m.classifier, "--cell_type", "2",
+			"--num_samples", "3", "--sample_dir", prefix, "--vae_path", m.ae), extra...)...)
+		if code != exitOK || (len(extra) > 0 && !strings.Contains(out, "latents of --bn_ref")) {
+			t.Fatalf("%v: exit %d:\n%s", extra, code, out)
+		}
+	}
+	plain := filepath.Join(dir, "plain")
+	guided2(plain)
+	own := readCells(t, plain+"2.npz")
+	twice := filepath.Join(dir, "twice.npz")
+	if err := npz.WriteLatents(twice, append(slices.Clone(own.Data), own.Data...), 2*own.N, own.Dim, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, ref, same string }{{"own", twice, "True"}, {"real", m.latents, "False"}} {
+		q := filepath.Join(dir, "bnref_"+c.name)
+		guided2(q, "--bn_ref", c.ref)
+		if !slices.Equal(readCells(t, q+"2.npz").Data, own.Data) {
+			t.Fatalf("--bn_ref %s changed the sampled latents", c.name)
+		}
+		cmp := `
+import sys, numpy as np, anndata as ad
+a, b = (ad.read_h5ad(f).X.toarray() for f in sys.argv[1:3])
+print(bool(np.allclose(a, b, rtol=1e-4, atol=1e-5)))
+`
+		pyOut, err := exec.Command("/usr/bin/python3", "-c", cmp, plain+"2.h5ad", q+"2.h5ad").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(pyOut)) != c.same {
+			t.Errorf("--bn_ref %s: decoded cells equal to those without it: %v %q, want %s", c.name, err, pyOut, c.same)
+		}
 	}
 
 	// By name (PBMC's labels are numbers, which --cell_type reads as
