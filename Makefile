@@ -138,6 +138,7 @@ fixtures:
 	cd cellunet/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/diffusion/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/autoencoder/testdata && $(REF_PYTHON) make_golden.py && $(REF_PYTHON) make_scimilarity.py
+	cd cellunet/classifier/testdata && $(REF_PYTHON) make_golden.py
 	cd cellunet/scdata/testdata && $(REF_PYTHON) make_label_golden.py
 	cd cellunet/eval/testdata && $(REF_PYTHON) make_golden.py
 
@@ -148,7 +149,7 @@ fixtures:
 # HDF5 library with its dependencies outside glibc (gpu-check.sh uses those
 # the machine lacks); bin/gpu/data the test data. bin/gpu-kit.tar.xz packs it
 # for the device tool, which carries at most 64 MiB.
-GPU_PKGS := cgotorch nn cellunet cellunet/diffusion cellunet/trainer cellunet/autoencoder monitor
+GPU_PKGS := cgotorch nn cellunet cellunet/diffusion cellunet/trainer cellunet/autoencoder cellunet/classifier cellunet/generate monitor
 GPU_CMDS := gotorch-bench gotorch-train gotorch-synth
 gpu-binaries: $(SHIM)
 	@rm -rf bin/gpu bin/gpu-kit.tar.xz && mkdir -p bin/gpu/lib

@@ -213,15 +213,7 @@ func (m *Model) Forward(x, t *ct.Tensor) *ct.Tensor {
 	}
 	// Time embedding, computed once; SiLU(emb) is shared by every block (the
 	// reference recomputes it per block — same values, 7× the work).
-	sin := m.TimestepEmbedding(t)
-	h0 := m.te0.Forward(sin)
-	sin.Free()
-	h1 := h0.SiLU()
-	h0.Free()
-	emb := m.te2.Forward(h1)
-	h1.Free()
-	siluEmb := emb.SiLU()
-	emb.Free()
+	siluEmb := m.siluEmbedding(t)
 
 	// Encoder: every block output but the bottleneck is a skip.
 	skips := make([]*ct.Tensor, 0, len(m.enc)-1)

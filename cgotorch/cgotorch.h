@@ -743,6 +743,13 @@ CGT_EXPORT cgt_status cgt_cuda_versions(int32_t *runtime, int32_t *driver) CGT_N
  * returns CGT_ERR_OUT_OF_MEMORY); n <= 0 disarms it. */
 CGT_EXPORT void cgt_debug_fail_handle_alloc(int32_t n) CGT_NOEXCEPT;
 
+/* x = SiLU(LayerNorm(x) over its last dimension with weight w and bias b),
+   in place, in one pass over memory for contiguous float32 CPU tensors
+   (other devices and dtypes: libtorch's layer_norm then silu_). Inference
+   only: fails if grad mode is on and an input requires grad. */
+CGT_EXPORT cgt_status cgt_layer_norm_silu_(cgt_tensor x, cgt_tensor w, cgt_tensor b,
+                                           double eps) CGT_NOEXCEPT;
+
 /* (end of misc) */
 
 #endif /* CGOTORCH_H */

@@ -43,6 +43,9 @@ type SampleOptions struct {
 	GuidanceStart int
 	// Eta is DDIM's η (DDIMSampleLoop only; 0 is deterministic DDIM).
 	Eta float64
+	// NoiseWeight is the ancestral step's nw (PSampleLoop only): noise
+	// exp(nw·ln v_t)·z; 0 means DefaultNoiseWeight (0.5, σ_t = √v_t).
+	NoiseWeight float64
 	// Progress, when non-nil, is called after every step, once that
 	// step's temporaries are freed (only the current sample is alive). A
 	// non-nil error stops the loop, which returns it. It runs on the
@@ -67,8 +70,36 @@ type Progress struct {
 	Sample *ct.Tensor
 }
 
-// stepFunc runs one reverse step; its results must join x's scope sc.
-type stepFunc func(sc *ct.Scope, x, t *ct.Tensor, o StepOptions) Step
+// stepFunc runs one reverse step with model m; its results must join x's
+// scope sc.
+type stepFunc func(sc *ct.Scope, m Model, x, t *ct.Tensor, o StepOptions) Step
+
+// StepModel is a Model that can also predict ε̂ for a batch whose rows all
+// share one (base-schedule) step, as every step of a sampling loop does;
+// the loops use ForwardAt when the model has it (cellunet.Model does: it
+// computes the time embedding once instead of once per row). ForwardAt
+// must equal Forward with t filled with step, up to rounding, and may
+// return another floating dtype (the loops cast ε̂ to float32).
+type StepModel interface {
+	Model
+	ForwardAt(x *ct.Tensor, step int64) *ct.Tensor
+}
+
+// atStep adapts a StepModel to Model for one loop step.
+type atStep struct {
+	m    StepModel
+	step int64
+}
+
+func (a atStep) Forward(x, _ *ct.Tensor) *ct.Tensor {
+	eps := a.m.ForwardAt(x, a.step)
+	if eps.DType() != ct.Float32 {
+		f := eps.ToDType(ct.Float32)
+		eps.Free()
+		eps = f
+	}
+	return eps
+}
 
 // PSampleLoop runs ancestral sampling (p_sample_loop) from StartTime−1 down
 // to 0 and returns the final sample [shape...] float32 on the Diffusion's
@@ -79,8 +110,8 @@ type stepFunc func(sc *ct.Scope, x, t *ct.Tensor, o StepOptions) Step
 // Tensor failures (including a panicking model or guidance) are returned as
 // errors and leave nothing allocated.
 func (d *Diffusion) PSampleLoop(model Model, shape []int64, o SampleOptions) (*ct.Tensor, error) {
-	return d.sampleLoop(shape, o, func(sc *ct.Scope, x, t *ct.Tensor, so StepOptions) Step {
-		return d.pSample(sc, model, x, t, so)
+	return d.sampleLoop(model, shape, o, func(sc *ct.Scope, m Model, x, t *ct.Tensor, so StepOptions) Step {
+		return d.pSample(sc, m, x, t, so)
 	})
 }
 
@@ -89,8 +120,8 @@ func (d *Diffusion) PSampleLoop(model Model, shape []int64, o SampleOptions) (*c
 // for fewer steps. Result, ownership, memory and errors as PSampleLoop.
 func (d *Diffusion) DDIMSampleLoop(model Model, shape []int64, o SampleOptions) (*ct.Tensor, error) {
 	eta := o.Eta
-	return d.sampleLoop(shape, o, func(sc *ct.Scope, x, t *ct.Tensor, so StepOptions) Step {
-		return d.ddimSample(sc, model, x, t, eta, so)
+	return d.sampleLoop(model, shape, o, func(sc *ct.Scope, m Model, x, t *ct.Tensor, so StepOptions) Step {
+		return d.ddimSample(sc, m, x, t, eta, so)
 	})
 }
 
@@ -136,7 +167,7 @@ func (d *Diffusion) loopPlan(shape []int64, o SampleOptions) (start, guideStart 
 }
 
 // sampleLoop is the loop shared by PSampleLoop and DDIMSampleLoop.
-func (d *Diffusion) sampleLoop(shape []int64, o SampleOptions, step stepFunc) (*ct.Tensor, error) {
+func (d *Diffusion) sampleLoop(model Model, shape []int64, o SampleOptions, step stepFunc) (*ct.Tensor, error) {
 	start, guideStart, err := d.loopPlan(shape, o)
 	if err != nil {
 		return nil, err
@@ -155,7 +186,7 @@ func (d *Diffusion) sampleLoop(shape []int64, o SampleOptions, step stepFunc) (*
 			for i := start - 1; i >= 0; i-- {
 				cur = i
 				guided := o.Guidance != nil && d.sched.TimestepMap[i] < int64(guideStart)
-				x = d.loopStep(x, i, guided, o, step)
+				x = d.loopStep(model, x, i, guided, o, step)
 				if o.Progress != nil {
 					p := Progress{Index: i, ModelStep: int(d.sched.TimestepMap[i]), Done: start - i,
 						Total: start, Guided: guided, LiveTensors: ct.LiveTensors() - baseLive, Sample: x}
@@ -184,15 +215,18 @@ func (d *Diffusion) sampleLoop(shape []int64, o SampleOptions, step stepFunc) (*
 // loopStep runs step i on x inside one scope that owns x and every
 // temporary; only the new sample survives (unowned). On panic the scope
 // still closes, freeing x.
-func (d *Diffusion) loopStep(x *ct.Tensor, i int, guided bool, o SampleOptions, step stepFunc) *ct.Tensor {
+func (d *Diffusion) loopStep(model Model, x *ct.Tensor, i int, guided bool, o SampleOptions, step stepFunc) *ct.Tensor {
 	sc := ct.NewScope()
 	defer sc.Close()
 	sc.Adopt(x)
 	t := sc.Full(float64(i), ct.Options{DType: ct.Int64, Device: d.dev}, x.Dim(0))
-	so := StepOptions{ClipDenoised: o.ClipDenoised, Generator: o.Generator}
+	so := StepOptions{ClipDenoised: o.ClipDenoised, Generator: o.Generator, NoiseWeight: o.NoiseWeight}
 	if guided {
 		so.Guidance = o.Guidance
 	}
-	st := step(sc, x, t, so)
+	if sm, ok := model.(StepModel); ok {
+		model = atStep{sm, d.sched.TimestepMap[i]}
+	}
+	st := step(sc, model, x, t, so)
 	return sc.Keep(st.Sample)
 }

@@ -92,6 +92,19 @@ type StepOptions struct {
 	Noise *ct.Tensor
 	// Generator supplies z when Noise is nil; nil is the device's default.
 	Generator *ct.Generator
+	// NoiseWeight is the reference's nw: PSample adds exp(nw·ln v_t)·z, so
+	// 0.5 (the default, also meant by 0) gives the usual σ_t = √v_t.
+	NoiseWeight float64
+}
+
+// DefaultNoiseWeight is p_sample's nw: the noise scale is exp(0.5·ln v_t) = √v_t.
+const DefaultNoiseWeight = 0.5
+
+func (o StepOptions) noiseWeight() float64 {
+	if o.NoiseWeight == 0 {
+		return DefaultNoiseWeight
+	}
+	return o.NoiseWeight
 }
 
 // PMeanVariance computes p_θ(x_{t−1} | x_t)'s mean and fixed variance with
@@ -213,7 +226,8 @@ func (d *Diffusion) ConditionScore(g GuidanceFunc, mv MeanVariance, x, t *ct.Ten
 	return out.Mean.MoveTo(x.Scope()), out.PredXStart.MoveTo(x.Scope())
 }
 
-// PSample is one ancestral step (p_sample): x_{t−1} = μ' + 1[t≠0]·√v_t·z,
+// PSample is one ancestral step (p_sample): x_{t−1} = μ' + 1[t≠0]·√v_t·z
+// (exp(nw·ln v_t)·z with o.NoiseWeight nw),
 // with μ' the (optionally guided) mean. x [B,D] float32, t [B] int64
 // schedule indices. The results join x's scope (unowned if x is: free
 // them with Step.Free). Panics with *cgotorch.Error on tensor failure.
@@ -233,8 +247,8 @@ func (d *Diffusion) pSample(sc *ct.Scope, model Model, x, t *ct.Tensor, o StepOp
 	if o.Guidance != nil {
 		mean = d.conditionMean(sc, o.Guidance, mv, x, t)
 	}
-	// exp(0.5·ln v) = √v, computed as the reference does.
-	std := mv.LogVariance.MulScalar(0.5).Exp()
+	// exp(nw·ln v) (nw = 0.5: √v), computed as the reference does.
+	std := mv.LogVariance.MulScalar(o.noiseWeight()).Exp()
 	noise := nonzeroMask(t, x.NDim()).Mul(std).Mul(z)
 	return Step{Sample: mean.Add(noise), PredXStart: mv.PredXStart}
 }

@@ -10,6 +10,10 @@
 //	gotorch-bench ae    [-steps N] [-genes G] [-impl auto|fused|generic]
 //	                                       the autoencoder training step
 //	gotorch-bench ae-gemm [-steps N] [-genes G]  its matrix products alone
+//	gotorch-bench sample [-steps N] [-batch B] [-precision fp32|bf16] [-model FILE]
+//	                                       the ancestral sampling loop
+//	gotorch-bench sample-gemm [-forward shared|full] ...
+//	                                       its matrix products only
 //
 // Each prints one JSON object on stdout. Thread counts come from
 // -threads (libtorch and OpenBLAS); run with OMP_WAIT_POLICY=PASSIVE.
@@ -51,7 +55,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: gotorch-bench ops|mlp|mlp-fused|step|gemm|ae|blas-advice [flags]")
+		return fmt.Errorf("usage: gotorch-bench ops|mlp|mlp-fused|step|gemm|ae|ae-gemm|sample|sample-gemm|blas-advice [flags]")
 	}
 	if args[0] == "blas-advice" {
 		// The OpenBLAS kernel family this CPU supports, when OpenBLAS chose a
@@ -72,6 +76,9 @@ func run(args []string) error {
 	device := fs.String("device", "cpu", "device (step): cpu or cuda[:N]")
 	impl := fs.String("impl", "auto", "training step (step): auto, fused or generic")
 	genes := fs.Int("genes", 2000, "genes (ae)")
+	precision := fs.String("precision", "fp32", "sample: fp32 or bf16")
+	modelPath := fs.String("model", "", "sample: backbone checkpoint (default: Cell_Unet after ManualSeed(0))")
+	forward := fs.String("forward", "shared", "sample-gemm: shared (the loop's ForwardAt) or full (every Linear at batch B)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -106,6 +113,10 @@ func run(args []string) error {
 		out, err = benchAE(*warmup, *steps, *batch, *genes, *impl)
 	case "ae-gemm":
 		out, err = benchAEGEMM(*warmup, *steps, *batch, *genes)
+	case "sample":
+		out, err = benchSample(*warmup, *steps, *batch, *precision, *modelPath)
+	case "sample-gemm":
+		out, err = benchSampleGEMM(*warmup, *steps, *batch, *precision, *forward)
 	default:
 		return fmt.Errorf("unknown benchmark %q", args[0])
 	}

@@ -33,7 +33,9 @@ type badFixtures struct {
 	lat     string // 256 × 128 latents with labels and classes
 	lat16   string // 64 × 16: the wrong width
 	ae      string // autoencoder checkpoint trained on h5ad
-	model   string // a Cell_Unet model file of run
+	model   string // a Cell_Unet model file of run (its EMA file is next to it)
+	trModel string // a truncated copy of model
+	cls     string // a classifier trained on lat (classes.txt next to it)
 	empty   string
 	text    string // a shell script: neither HDF5, npz nor a checkpoint
 	trLat   string // truncated copies
@@ -122,6 +124,13 @@ func (fx *badFixtures) build() string {
 	}
 	fx.run = fx.path("runs/m")
 	fx.model = filepath.Join(fx.run, "model000001.pt")
+	fx.trModel = half(fx.model, "truncated_model.pt")
+	code, out = runQuiet("train-classifier", "--latents", fx.lat, "--model_path", fx.path("cls"), "--hidden_dim", "32,32,16",
+		"--batch_size", "16", "--iterations", "2", "--log_interval", "1", "--mem_log_interval", "0", "--threads", "1")
+	if code != exitOK {
+		return "fixture train-classifier: " + out
+	}
+	fx.cls = fx.path("cls/model000001.pt")
 	// What train-ae would have written there too, so every file a failed
 	// run could touch exists.
 	if err := os.WriteFile(filepath.Join(fx.run, "genes.txt"), []byte("g1\ng2\n"), 0o644); err != nil {
@@ -256,7 +265,7 @@ func runBinary(t *testing.T, env []string, args ...string) (int, string) {
 	// One thread each (rows run in parallel); a row that wrongly got past
 	// its checks trains a few steps instead of the reference's 800,000.
 	cmd.Env = append(cmd.Env, "GOTORCH_E2E_MAIN=1", "GOTORCH_NO_BLAS_REEXEC=1", "OMP_NUM_THREADS=1",
-		"GOTORCH_LR_ANNEAL_STEPS=2", "GOTORCH_MAX_STEPS=2")
+		"GOTORCH_LR_ANNEAL_STEPS=2", "GOTORCH_MAX_STEPS=2", "GOTORCH_ITERATIONS=2", "GOTORCH_NUM_SAMPLES=4", "GOTORCH_TIMESTEP_RESPACING=5")
 	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -270,10 +279,11 @@ func runBinary(t *testing.T, env []string, args ...string) (int, string) {
 	return code, out.String()
 }
 
-// badCase is one row: the command line (cmd then args; train, train-ae and
-// encode rows also get --save_dir/--output pointing at the row's own copy
-// of the earlier run), extra environment, the exit status, text the output
-// must contain and must not contain.
+// badCase is one row: the command line (cmd then args; train, train-ae,
+// encode, sample, train-classifier and eval rows also get their output
+// flag pointing into the row's own copy of the earlier run), extra
+// environment, the exit status, text the output must contain and must not
+// contain.
 type badCase struct {
 	name string
 	cmd  string
@@ -282,6 +292,9 @@ type badCase struct {
 	code int
 	want []string
 	deny []string
+	// last is text the final one-line message itself must contain (the
+	// flag or file it names).
+	last string
 	// allowNew lets a row create files it is expected to create.
 	allowNew func(string) bool
 }
@@ -296,6 +309,20 @@ func (fx *badFixtures) cases() []badCase {
 	enc := func(name string, code int, want string, args ...string) badCase {
 		return badCase{name: name, cmd: "encode", args: args, code: code, want: []string{want}}
 	}
+	smp := func(name string, code int, last string, args ...string) badCase {
+		return badCase{name: name, cmd: "sample", args: args, code: code, last: last}
+	}
+	cls := func(name string, code int, last string, args ...string) badCase {
+		return badCase{name: name, cmd: "train-classifier", args: args, code: code, last: last}
+	}
+	ev := func(name string, code int, last string, args ...string) badCase {
+		return badCase{name: name, cmd: "eval", args: args, code: code, last: last}
+	}
+	guided := func(a ...string) []string { return append([]string{"--classifier_path", fx.cls}, a...) }
+	interp := func(a ...string) []string {
+		return append([]string{"--classifier_path", fx.cls, "--init_cell_path", fx.h5ad, "--vae_path", fx.ae, "--cell_type", "0,1"}, a...)
+	}
+	genes := fx.path("ae/genes.txt")
 	lat := []string{"--latents", fx.lat, "--hidden_dim", hidden}
 	withLat := func(a ...string) []string { return append(append([]string{}, lat...), a...) }
 	dataAE := []string{"--data_dir", fx.h5ad, "--no_labels", "--vae_path", fx.ae}
@@ -434,6 +461,112 @@ func (fx *badFixtures) cases() []badCase {
 		enc("encode alloc_conf garbage", exitUsage, "--alloc_conf", "--data_dir", fx.h5ad, "--vae_path", fx.ae, "--alloc_conf", "garbage"),
 		{name: "encode PYTORCH_ALLOC_CONF garbage", cmd: "encode", args: []string{"--data_dir", fx.h5ad, "--vae_path", fx.ae}, env: []string{"PYTORCH_ALLOC_CONF=garbage"}, code: exitUsage, want: []string{"PYTORCH_ALLOC_CONF"}},
 
+		// sample (every row also gets --model_path, the earlier run's
+		// model, and --sample_dir inside the row's copy of that run, whose
+		// memory series and plot a failed sample must not touch).
+		{name: "sample under a launcher", cmd: "sample", env: []string{"SLURM_NTASKS=4", "SLURM_PROCID=0", "MASTER_ADDR=node1", "MASTER_PORT=29500"}, code: exitUsage,
+			want: []string{"sample does not run data-parallel yet", "rank 0 of 4 (srun: SLURM_NTASKS)"}},
+		smp("sample model_path missing", exitData, "--model_path", "--model_path", fx.path("nope/model000001.pt")),
+		smp("sample model_path corrupt", exitData, "--model_path", "--model_path", fx.text),
+		smp("sample model_path truncated", exitData, "--model_path", "--model_path", fx.trModel),
+		smp("sample model_path wrong kind (autoencoder)", exitData, "--model_path", "--model_path", fx.ae),
+		smp("sample model_path wrong kind (classifier)", exitData, "--model_path", "--model_path", fx.cls),
+		smp("sample ema_rate absent", exitData, "--ema_rate 0.5", "--ema_rate", "0.5"),
+		smp("sample hidden_dim differs", exitData, "--hidden_dim", "--hidden_dim", "512,512,256,128"),
+		smp("sample num_samples zero", exitUsage, "--num_samples 0", "--num_samples", "0"),
+		smp("sample batch_size negative", exitUsage, "--batch_size -1", "--batch_size", "-1"),
+		smp("sample eta negative", exitUsage, "--eta", "--use_ddim", "True", "--eta", "-1"),
+		smp("sample eta without ddim", exitUsage, "--use_ddim True", "--eta", "0.5"),
+		smp("sample noise_weight zero", exitUsage, "--noise_weight", "--noise_weight", "0"),
+		smp("sample respacing above T", exitUsage, "--timestep_respacing", "--timestep_respacing", "ddim3000"),
+		smp("sample precision fp16", exitUsage, "--precision", "--precision", "fp16"),
+		smp("sample bad bool value", exitUsage, "--use_ddim=maybe", "--use_ddim=maybe"),
+		smp("sample stray argument", exitUsage, `unexpected argument "extra"`, "--use_ema", "False", "extra"),
+		smp("sample cell_type without classifier", exitUsage, "--classifier_path", "--cell_type", "0"),
+		smp("sample classifier missing", exitData, "--classifier_path", guided("--classifier_path", fx.path("nope.pt"), "--cell_type", "0")...),
+		smp("sample classifier corrupt", exitData, "--classifier_path", "--classifier_path", fx.text, "--cell_type", "0"),
+		smp("sample classifier wrong kind (backbone)", exitData, "--classifier_path", "--classifier_path", fx.model, "--cell_type", "0"),
+		smp("sample classifier without cell_type", exitUsage, "--cell_type", guided()...),
+		smp("sample cell_type out of range", exitUsage, "--cell_type 5", guided("--cell_type", "5")...),
+		smp("sample cell_type unknown name", exitUsage, "no such class", guided("--cell_type", "NK cell")...),
+		smp("sample num_class differs", exitData, "--num_class 3", guided("--cell_type", "0", "--num_class", "3")...),
+		smp("sample classifier_scale NaN", exitUsage, "--classifier_scale", guided("--cell_type", "0", "--classifier_scale", "NaN")...),
+		smp("sample one of two classifiers", exitUsage, "--classifier_path2", "--classifier_path1", fx.cls, "--cell_type", "0,1"),
+		smp("sample two conditions, one class", exitUsage, "--cell_type", "--classifier_path1", fx.cls, "--classifier_path2", fx.cls, "--cell_type", "1"),
+		smp("sample weight bad", exitUsage, "--weight", "--classifier_path1", fx.cls, "--classifier_path2", fx.cls, "--cell_type", "0,1", "--weight", "7"),
+		smp("sample interpolation without vae", exitUsage, "--vae_path", "--classifier_path", fx.cls, "--init_cell_path", fx.h5ad, "--cell_type", "0,1"),
+		smp("sample init_time above T", exitUsage, "--init_time", interp("--init_time", "1000")...),
+		smp("sample interp_start below init_time", exitUsage, "--interp_start", interp("--interp_start", "10")...),
+		smp("sample init_cell_path missing", exitData, "--init_cell_path", interp("--init_cell_path", fx.path("nope.h5ad"))...),
+		smp("sample init_cell_path corrupt", exitData, "--init_cell_path", interp("--init_cell_path", fx.text)...),
+		smp("sample init_cell_path without the label", exitData, "--label_key", interp("--label_key", "nope")...),
+		smp("sample init_cell_path other genes", exitData, "--init_cell_path", interp("--init_cell_path", fx.h5ad4k)...),
+		smp("sample vae_path missing", exitData, "--vae_path", "--vae_path", fx.path("nope/model_seed=0_step=1.pt")),
+		smp("sample vae_path without genes", exitData, "--genes", "--vae_path", fx.text),
+		smp("sample vae_path corrupt", exitData, "--vae_path", "--vae_path", fx.text, "--genes", genes),
+		smp("sample vae_path truncated", exitData, "--vae_path", "--vae_path", fx.trAE, "--genes", genes),
+		smp("sample genes differ", exitData, "genes", "--vae_path", fx.ae, "--genes", filepath.Join(fx.run, "genes.txt")),
+		smp("sample genes missing", exitData, "--genes", "--vae_path", fx.ae, "--genes", fx.path("nope.txt")),
+		smp("sample num_gene differs", exitData, "--num_gene 5", "--vae_path", fx.ae, "--num_gene", "5"),
+		smp("sample bn_ref without vae_path", exitUsage, "--vae_path", "--bn_ref", fx.lat),
+		smp("sample bn_ref with running statistics", exitUsage, "--bn_mode running", "--vae_path", fx.ae, "--bn_ref", fx.lat, "--bn_mode", "running"),
+		smp("sample bn_ref missing", exitData, "--bn_ref", "--vae_path", fx.ae, "--bn_ref", fx.path("nope.npz")),
+		smp("sample bn_ref corrupt", exitData, "--bn_ref", "--vae_path", fx.ae, "--bn_ref", fx.text),
+		smp("sample sample_dir inside a file", exitUsage, "--sample_dir", "--sample_dir", filepath.Join(fx.text, "s")),
+		smp("sample alloc_conf garbage", exitUsage, "--alloc_conf", "--alloc_conf", "garbage"),
+		smp("sample cuda on the CPU build", exitDevice, "CPU flavour", "--device", "cuda"),
+
+		// train-classifier (every row also gets --model_path, the row's
+		// copy of the earlier run, whose files a failed run must not touch).
+		cls("train-classifier without input", exitUsage, "--latents"),
+		{name: "train-classifier under a launcher", cmd: "train-classifier", args: []string{"--latents", fx.lat}, env: append(world2, "RANK=1"), code: exitUsage,
+			want: []string{"train-classifier does not run data-parallel yet", "rank 1 of 2"}},
+		cls("train-classifier both inputs", exitUsage, "either --latents", "--latents", fx.lat, "--data_dir", fx.h5ad),
+		cls("train-classifier data without vae", exitUsage, "--vae_path", "--data_dir", fx.h5ad),
+		cls("train-classifier data without labels", exitUsage, "--no_labels", "--data_dir", fx.h5ad, "--vae_path", fx.ae, "--no_labels"),
+		cls("train-classifier latents missing", exitData, "--latents", "--latents", fx.path("nope.npz")),
+		cls("train-classifier latents truncated", exitData, "--latents", "--latents", fx.trLat),
+		cls("train-classifier latents corrupt", exitData, "--latents", "--latents", fx.text),
+		cls("train-classifier latents unlabelled", exitData, "no labels array", "--latents", fx.lat16),
+		cls("train-classifier latent_dim differs", exitData, "--latent_dim is 64", "--latents", fx.lat, "--latent_dim", "64"),
+		cls("train-classifier val_latents unlabelled", exitData, "--val_latents", "--latents", fx.lat, "--val_latents", fx.lat16),
+		cls("train-classifier label_key missing", exitData, "--label_key", "--data_dir", fx.h5ad, "--vae_path", fx.ae, "--label_key", "nope"),
+		cls("train-classifier vae for other genes", exitData, "genes", "--data_dir", fx.h5ad4k, "--vae_path", fx.ae),
+		cls("train-classifier vae_path corrupt", exitData, "--vae_path", "--data_dir", fx.h5ad, "--vae_path", fx.text),
+		cls("train-classifier num_class negative", exitUsage, "--num_class", "--latents", fx.lat, "--num_class", "-1"),
+		cls("train-classifier num_class below the labels", exitData, "--num_class 1", "--latents", fx.lat, "--num_class", "1"),
+		cls("train-classifier hidden_dim short", exitUsage, "--hidden_dim", "--latents", fx.lat, "--hidden_dim", "512,256"),
+		cls("train-classifier batch_size 1", exitUsage, "--batch_size", "--latents", fx.lat, "--batch_size", "1"),
+		cls("train-classifier batch_size above the data", exitUsage, "--batch_size 1000 exceeds", "--latents", fx.lat, "--batch_size", "1000"),
+		cls("train-classifier microbatch 1", exitUsage, "--microbatch", "--latents", fx.lat, "--microbatch", "1"),
+		cls("train-classifier dropout 1", exitUsage, "--dropout", "--latents", fx.lat, "--dropout", "1"),
+		cls("train-classifier start_guide_time above T", exitUsage, "--start_guide_time", "--latents", fx.lat, "--start_guide_time", "2000"),
+		cls("train-classifier schedule_sampler unknown", exitUsage, "--schedule_sampler", "--latents", fx.lat, "--schedule_sampler", "importance"),
+		cls("train-classifier fp16", exitUsage, "--classifier_use_fp16", "--latents", fx.lat, "--classifier_use_fp16", "True"),
+		cls("train-classifier resume missing", exitData, "--resume_checkpoint", "--latents", fx.lat, "--resume_checkpoint", fx.path("nope/model000003.pt")),
+		cls("train-classifier resume misnamed", exitData, "--resume_checkpoint", "--latents", fx.lat, "--resume_checkpoint", fx.text),
+		cls("train-classifier resume corrupt model", exitData, "--resume_checkpoint", "--latents", fx.lat, "--resume_checkpoint", fx.resumes["corrupt_model"]),
+		cls("train-classifier resume incomplete dir", exitData, "no complete checkpoint", "--latents", fx.lat, "--resume_checkpoint", fx.resumes["incomplete"]),
+		cls("train-classifier resume other model", exitData, "--resume_checkpoint", "--latents", fx.lat, "--resume_checkpoint", fx.run),
+		cls("train-classifier stray argument", exitUsage, `unexpected argument "False"`, "--latents", fx.lat, "--noised", "False", "False"),
+		{name: "train-classifier out of memory", cmd: "train-classifier", args: []string{"--latents", fx.lat, "--cpu_mem_limit", "1"}, code: exitOOM,
+			want: []string{"❌ Memory Error", "train-classifier has no --use_fp16", "gotorch-train: out of memory"}},
+
+		// eval (every row also gets --output inside the row's copy of the
+		// earlier run).
+		ev("eval without real", exitUsage, "--real", "--generated", fx.lat, "--vae_path", fx.ae),
+		ev("eval without generated", exitUsage, "--generated", "--real", fx.h5ad),
+		ev("eval real missing", exitData, "nope.h5ad", "--real", fx.path("nope.h5ad"), "--generated", fx.lat, "--vae_path", fx.ae),
+		ev("eval real corrupt", exitData, "notes.pt", "--real", fx.text, "--generated", fx.lat, "--vae_path", fx.ae),
+		ev("eval generated missing", exitData, "nope.npz", "--real", fx.h5ad, "--generated", fx.path("nope.npz"), "--vae_path", fx.ae),
+		ev("eval generated truncated", exitData, "truncated.npz", "--real", fx.h5ad, "--generated", fx.trLat, "--vae_path", fx.ae),
+		ev("eval latents without vae", exitUsage, "--vae_path", "--real", fx.h5ad, "--generated", fx.lat),
+		ev("eval vae_path corrupt", exitData, "--vae_path", "--real", fx.h5ad, "--generated", fx.lat, "--vae_path", fx.text),
+		ev("eval real_values unknown", exitUsage, "--real_values", "--real", fx.h5ad, "--generated", fx.lat, "--vae_path", fx.ae, "--real_values", "tpm"),
+		ev("eval plot not svg", exitUsage, "--plot", "--real", fx.h5ad, "--generated", fx.lat, "--vae_path", fx.ae, "--plot", fx.path("x.png")),
+		ev("eval n_pcs 1", exitUsage, "--n_pcs", "--real", fx.h5ad, "--generated", fx.lat, "--vae_path", fx.ae, "--n_pcs", "1"),
+		ev("eval stray argument", exitUsage, `unexpected argument "extra"`, "--real", fx.h5ad, "extra"),
+
 		// info.
 		{name: "info forbidden allocator pair", cmd: "info", args: []string{"--alloc_conf", "expandable_segments:True,max_split_size_mb:64"}, code: exitUsage, want: []string{"max_split_size_mb"}},
 		{name: "info PYTORCH_CUDA_ALLOC_CONF garbage", cmd: "info", env: []string{"PYTORCH_CUDA_ALLOC_CONF=expandable_segments:maybe"}, code: exitUsage, want: []string{"PYTORCH_CUDA_ALLOC_CONF"}},
@@ -488,6 +621,13 @@ func TestBadInvocations(t *testing.T) {
 					def("--save_dir", filepath.Join(save, "m"))
 				case "encode":
 					def("--output", output)
+				case "sample":
+					def("--model_path", fx.model)
+					def("--sample_dir", filepath.Join(save, "m", "s"))
+				case "train-classifier":
+					def("--model_path", filepath.Join(save, "m"))
+				case "eval":
+					def("--output", filepath.Join(save, "m", "metrics.json"))
 				}
 				code, out := runBinary(t, tc.env, args...)
 				lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
@@ -501,6 +641,9 @@ func TestBadInvocations(t *testing.T) {
 					t.Errorf("the last line is not the one-line error message")
 				case pkgPrefix.MatchString(strings.TrimPrefix(last, "gotorch-train: ")):
 					t.Errorf("the message carries a Go package prefix")
+				}
+				if !strings.Contains(last, tc.last) {
+					t.Errorf("the message does not name %q", tc.last)
 				}
 				for _, w := range tc.want {
 					if !strings.Contains(out, w) {

@@ -209,6 +209,16 @@ func floatAtLeast(name string, lo float64, strict bool) func(*cli.Context, float
 	}
 }
 
+// finite accepts any finite number (a scale that may be negative).
+func finite(name string) func(*cli.Context, float64) error {
+	return func(_ *cli.Context, v float64) error {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return usagef("--%s %v: must be a finite number", name, v)
+		}
+		return nil
+	}
+}
+
 // oneOf accepts one of the listed values.
 func oneOf(name string, allowed ...string) func(*cli.Context, string) error {
 	return func(_ *cli.Context, v string) error {
@@ -239,7 +249,7 @@ func orList(v []string) string {
 // ------------------------------------------------------------- messages
 
 // pkgPrefix matches the "package: " prefixes of this module's errors.
-var pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(?:trainer|autoencoder|monitor|cgotorch|ptfile|scdata|hdf5|npz|nn|diffusion|cellunet|safetensors|atomicfile|lzf|eval|dist): `)
+var pkgPrefix = regexp.MustCompile(`(^|: |\(|; )(?:trainer|autoencoder|classifier|generate|monitor|cgotorch|ptfile|scdata|hdf5|npz|nn|diffusion|cellunet|safetensors|atomicfile|lzf|eval|dist): `)
 
 // userMessage renders err for the user: one line, without the Go package
 // prefixes the libraries put in front of their errors.

@@ -66,6 +66,24 @@ func newDistRun(c *cli.Context, batchSize int) (*distRun, error) {
 	return d, nil
 }
 
+// singleProcess refuses to run command, which has no data-parallel mode
+// yet, as one of several processes of a launcher (torchrun, srun, a
+// PyTorchJob): each would run the whole command and write the same files.
+// An environment that describes no job of several processes is left to the
+// commands that read it.
+func singleProcess(command string) error {
+	w, err := dist.FromEnv(os.Getenv)
+	if err != nil || !w.Distributed() {
+		return nil
+	}
+	from := map[dist.Launcher]string{dist.Torchrun: "torchrun", dist.Slurm: "srun: SLURM_NTASKS"}[w.Launcher]
+	if from == "" {
+		from = "RANK/WORLD_SIZE"
+	}
+	return usagef("%s does not run data-parallel yet, but this process is rank %d of %d (%s): start it as one process, not under torchrun, srun or a PyTorchJob",
+		command, w.Rank, w.Size, from)
+}
+
 // root reports whether this process writes the run's files and log (rank 0).
 func (d *distRun) root() bool { return d.world.Rank == 0 }
 

@@ -27,7 +27,9 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeModels()
+	os.Exit(code)
 }
 
 // run executes the CLI in-process and returns its exit code and output.

@@ -402,7 +402,7 @@ func newDecoder(c *cli.Context, a *evalArgs, real *eval.Cells, out io.Writer) (*
 	}
 	m, err := autoencoder.Load(a.vaePath, dev, 0)
 	if err != nil {
-		return nil, dataErr(err)
+		return nil, flagErr("vae_path", err)
 	}
 	d := &decoder{m: m, path: a.vaePath, opts: autoencoder.DefaultInferOptions()}
 	d.opts.Mode, d.opts.ChunkRows = a.bnMode, a.chunkRows

@@ -125,7 +125,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:  "gotorch-train",
 		Usage: "train scDiffusion on single-cell data with libtorch, memory-aware",
-		Description: "Pipeline: train-ae (autoencoder on an .h5ad) → encode (cells → 128-d latents) → train (Cell_Unet diffusion).\n" +
+		Description: "Pipeline: train-ae (autoencoder on an .h5ad) → encode (cells → 128-d latents) → train (Cell_Unet diffusion)\n" +
+			"→ train-classifier (noisy-latent classifier, for guidance) → sample (generated cells) → eval (generated vs real).\n" +
 			"Flags keep the reference scDiffusion scripts' names; every flag can also be set with the\n" +
 			"environment variable GOTORCH_<FLAG NAME IN CAPITALS>; " + boolHelp + ".\n\n" + exitStatusHelp,
 		Writer:                 stdout,
@@ -143,6 +144,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newTrainAECommand(),
 			newEncodeCommand(),
 			newTrainCommand(),
+			newTrainClassifierCommand(),
+			newSampleCommand(),
 			newEvalCommand(),
 		},
 	}

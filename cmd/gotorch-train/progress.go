@@ -88,3 +88,10 @@ func (p *progress) done() {
 	defer p.mu.Unlock()
 	p.clear()
 }
+
+// setTotal sets the number of steps once it is known (0: unknown).
+func (p *progress) setTotal(total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total = total
+}

@@ -1,10 +1,12 @@
 """A faithful eager PyTorch re-implementation of the scDiffusion reference
-(github.com/EperLuo/scDiffusion @ e20ee19) training path, built from
-../shared/spec/scdiffusion.md §1-§3. It is the yardstick for gotorch-train's
-golden tests (cellunet/testdata/make_golden.py) and benchmarks
-(scripts/bench/cellunet_step_ref.py); it deliberately keeps the reference's
-behaviour, including its defects where the benchmark must measure them
-(float64 noise, per-call schedule uploads, per-parameter norms every step).
+(github.com/EperLuo/scDiffusion @ e20ee19) training and sampling paths, built
+from ../shared/spec/scdiffusion.md §1-§3 and §6. It is the yardstick for
+gotorch-train's golden tests (cellunet/testdata/make_golden.py,
+cellunet/classifier/testdata/make_golden.py) and benchmarks
+(scripts/bench/ref_bench.py, scripts/bench/sample_ref.py); it deliberately
+keeps the reference's behaviour, including its defects where the benchmark
+must measure them (float64 noise, per-call schedule uploads, FIXED_LARGE
+arrays rebuilt with numpy on every call, per-parameter norms every step).
 
 Run with Debian's /usr/bin/python3 (python3-torch 1.13).
 """
@@ -93,6 +95,48 @@ class Cell_Unet(nn.Module):
         return self.out2(x)
 
 
+class Cell_classifier(nn.Module):
+    """The noisy-latent classifier of spec §6 (cell_model.py's Cell_classifier).
+
+    Registration order = the reference's state_dict order and order of random
+    draws: time_embed.{0,2}, fc1, emb_layers1.1, norm1, fc2, emb_layers2.1,
+    norm2, fc3, emb_layers3.1 (never used in forward), norm3, out. hidden_num[3]
+    is unused. BatchNorm1d keeps running statistics; Dropout(dropout) follows
+    every SiLU (train mode only)."""
+
+    def __init__(self, input_dim=128, hidden_num=(512, 512, 256, 128), num_class=11, dropout=0.1):
+        super().__init__()
+        hidden_num = list(hidden_num)
+        self.hidden_num = hidden_num
+        self.num_class = num_class
+        self.time_embed = nn.Sequential(nn.Linear(hidden_num[0], hidden_num[0]), nn.SiLU(),
+                                        nn.Linear(hidden_num[0], hidden_num[0]))
+        self.fc1 = nn.Linear(input_dim, hidden_num[0])
+        self.emb_layers1 = nn.Sequential(nn.SiLU(), nn.Linear(hidden_num[0], hidden_num[0]))
+        self.norm1 = nn.BatchNorm1d(hidden_num[0])
+        self.fc2 = nn.Linear(hidden_num[0], hidden_num[1])
+        self.emb_layers2 = nn.Sequential(nn.SiLU(), nn.Linear(hidden_num[0], hidden_num[1]))
+        self.norm2 = nn.BatchNorm1d(hidden_num[1])
+        self.fc3 = nn.Linear(hidden_num[1], hidden_num[2])
+        self.emb_layers3 = nn.Sequential(nn.SiLU(), nn.Linear(hidden_num[0], hidden_num[2]))  # unused
+        self.norm3 = nn.BatchNorm1d(hidden_num[2])
+        self.act = nn.SiLU()
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_num[2], num_class)
+
+    def forward(self, x_input, t):
+        emb = self.time_embed(timestep_embedding(t, self.hidden_num[0]).squeeze(1))
+        x = self.fc1(x_input)
+        x = x + self.emb_layers1(emb)
+        x = self.drop(self.act(self.norm1(x)))
+        x = self.fc2(x)
+        x = x + self.emb_layers2(emb)
+        x = self.drop(self.act(self.norm2(x)))
+        x = self.fc3(x)  # no time term
+        x = self.drop(self.act(self.norm3(x)))
+        return self.out(x)
+
+
 # ------------------------------------------------------ diffusion (§2)
 
 def linear_betas(T=1000):
@@ -117,6 +161,14 @@ class GaussianDiffusion:
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
 
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+
     def q_sample(self, x_start, t, noise):
         return (extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
                 + extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise)
@@ -125,6 +177,59 @@ class GaussianDiffusion:
         x_t = self.q_sample(x_start, t, noise)
         out = model(x_t, t)
         return ((noise - out) ** 2).mean(dim=list(range(1, len(out.shape))))
+
+
+    # ---- reverse process, as gaussian_diffusion.py runs it ([REF]) ----
+
+    def p_mean_variance(self, model, x, t, clip_denoised):
+        """epsilon prediction, FIXED_LARGE variance: [REF] rebuilds both
+        variance arrays with numpy and uploads every array on every call; the
+        model is called through respace.py's _WrappedModel, which builds the
+        timestep map tensor on every call (identity without respacing)."""
+        map_tensor = torch.tensor(list(range(self.num_timesteps)), device=t.device, dtype=t.dtype)
+        model_output = model(x, map_tensor[t])
+        model_variance = np.append(self.posterior_variance[1], self.betas[1:])
+        model_log_variance = np.log(np.append(self.posterior_variance[1], self.betas[1:]))
+        model_variance = extract_into_tensor(model_variance, t, x.shape)
+        model_log_variance = extract_into_tensor(model_log_variance, t, x.shape)
+        pred_xstart = (extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x.shape) * x
+                       - extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x.shape) * model_output)
+        if clip_denoised:
+            pred_xstart = pred_xstart.clamp(-1, 1)
+        mean = (extract_into_tensor(self.posterior_mean_coef1, t, x.shape) * pred_xstart
+                + extract_into_tensor(self.posterior_mean_coef2, t, x.shape) * x)
+        return {"mean": mean, "variance": model_variance, "log_variance": model_log_variance,
+                "pred_xstart": pred_xstart}
+
+    def condition_mean(self, cond_fn, p_mean_var, x, t):
+        gradient = cond_fn(x, t)
+        return p_mean_var["mean"].float() + p_mean_var["variance"] * gradient.float()
+
+    def p_sample(self, model, x, t, clip_denoised=False, cond_fn=None, nw=0.5):
+        out = self.p_mean_variance(model, x, t, clip_denoised)
+        noise = torch.randn_like(x)
+        nonzero_mask = (t != 0).float().view(-1, *([1] * (len(x.shape) - 1)))
+        if cond_fn is not None:
+            out["mean"] = self.condition_mean(cond_fn, out, x, t)
+        sample = out["mean"] + nonzero_mask * torch.exp(nw * out["log_variance"]) * noise
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def p_sample_loop(self, model, shape, noise=None, clip_denoised=False, cond_fn=None, start_time=1000,
+                      start_guide_steps=500, nw=0.5, progress=None):
+        """p_sample_loop(_progressive): no-grad steps start_time-1 .. 0, guidance
+        only while i < start_guide_steps; returns (sample, traj) with traj
+        always empty, as the reference does."""
+        img = noise if noise is not None else torch.randn(*shape)
+        traj = []
+        for i in list(range(start_time))[::-1]:
+            t = torch.tensor([i] * shape[0])
+            with torch.no_grad():
+                out = self.p_sample(model, img, t, clip_denoised=clip_denoised,
+                                    cond_fn=cond_fn if i < start_guide_steps else None, nw=nw)
+                img = out["sample"]
+            if progress is not None:
+                progress(i)
+        return img, traj
 
 
 class UniformSampler:

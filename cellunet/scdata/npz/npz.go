@@ -129,8 +129,17 @@ func writeZip(f *os.File, arrays []Named) error {
 		offset += uint64(len(lh)) + e.size
 		entries = append(entries, e)
 	}
-	cdStart := offset
-	bw := bufio.NewWriter(f)
+	if err := writeDirectory(f, entries, offset); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// writeDirectory writes the central directory of entries, starting at
+// archive offset cdStart, and the end records (ZIP64 ones when needed).
+func writeDirectory(w io.Writer, entries []zipEntry, cdStart uint64) error {
+	offset := cdStart
+	bw := bufio.NewWriter(w)
 	for _, e := range entries {
 		cd := centralHeader(e)
 		bw.Write(cd)
@@ -166,10 +175,7 @@ func writeZip(f *os.File, arrays []Named) error {
 	b = binary.LittleEndian.AppendUint32(b, uint32(min(cdStart, 0xFFFFFFFF)))
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	bw.Write(b)
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return f.Sync()
+	return bw.Flush()
 }
 
 func nameFlags(name string) uint16 {
