@@ -8,8 +8,8 @@
 #
 # Defaults finish on 2 CPU cores in a few minutes on the bundled PBMC data
 # (4,271 cells × 2,000 genes, 8 cell types). Override with environment
-# variables; the reference's real-run values are in brackets (BENCHMARKS.md's
-# quality table gives the budget that meets the quality targets):
+# variables; the reference's real-run values are in brackets (BENCHMARKS-quality.md:
+# the budget that meets the quality targets, scripts/bench-quality.sh):
 #   DATA        input .h5ad of raw counts      [the Open Problems h5ad]
 #   LABEL_KEY   obs column with the labels     [cell_type for Open Problems]
 #   OUT         output directory               [output]
