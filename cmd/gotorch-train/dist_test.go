@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -375,19 +376,35 @@ func TestDataParallel(t *testing.T) {
 			t.Errorf("rank 0's log lacks %q:\n%s", want, lAE.out.String())
 		}
 		// BatchNorm uses the global batch's statistics (summed over the
-		// ranks in float64), so the losses agree to the printed digits ...
-		for _, line := range regexp.MustCompile(`step \d: loss \S+`).FindAllString(ae1Out, -1) {
-			if !strings.Contains(lAE.out.String(), line) {
-				t.Errorf("rank 0's log lacks the single process's %q", line)
+		// ranks in float64), so step 0's loss (before any update) agrees to
+		// 1e-5 relative and later ones to 1e-4: after an
+		// AdamW step the weights carry the rounding noise described below.
+		lossRE := regexp.MustCompile(`step (\d): loss (\S+)`)
+		twoLoss := map[string]float64{}
+		for _, m := range lossRE.FindAllStringSubmatch(lAE.out.String(), -1) {
+			twoLoss[m[1]], _ = strconv.ParseFloat(m[2], 64)
+		}
+		for _, m := range lossRE.FindAllStringSubmatch(ae1Out, -1) {
+			want, _ := strconv.ParseFloat(m[2], 64)
+			got, ok := twoLoss[m[1]]
+			tol := 1e-4 * math.Abs(want)
+			if m[1] == "0" {
+				tol = 1e-5 * math.Abs(want)
+			}
+			if !ok || math.Abs(got-want) > tol {
+				t.Errorf("step %s: rank 0 logged loss %v (present: %v), the single process %v (tolerance %g)", m[1], got, ok, want, tol)
 			}
 		}
 		// ... and the weights agree except where the true gradient is zero
-		// (a Linear bias before BatchNorm, genes absent from the batch): there
-		// AdamW scales rounding noise to ±lr steps whatever its size, so those
-		// weights differ by up to ~lr per step. Measured: 0.025% of weights
-		// off by > 1e-5 (without synchronised BatchNorm: 89%).
+		// or nearly so (a Linear bias before BatchNorm, genes absent from
+		// the batch): there AdamW scales rounding noise to ±lr steps whatever
+		// its size, so those weights differ by up to ~lr per step, and how
+		// many there are depends on the matrix-product kernels. Measured:
+		// 0.02–0.03 % of weights off by > 1e-5 with OpenBLAS's Cooperlake
+		// kernels, 10–12 % with Haswell and Prescott; without synchronised
+		// BatchNorm 89 %.
 		md, frac := diffStats(t, filepath.Join(ae1, "model_seed=0_step=2.pt"), filepath.Join(ae2, "model_seed=0_step=2.pt"), 1e-5)
-		if frac > 0.005 || md > 3*2*5e-4 {
+		if frac > 0.25 || md > 3*2*5e-4 {
 			t.Errorf("train-ae 2 processes vs 1: max |Δw| %.3g, %.3f%% of weights off by > 1e-5", md, 100*frac)
 		}
 		t.Logf("train-ae 2 processes vs 1: max |Δw| %.3g, %.4f%% off by > 1e-5", md, 100*frac)
