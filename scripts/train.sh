@@ -108,7 +108,7 @@ if want sample; then
     --mem_log_interval 0 --device "$DEVICE"
   "$BIN" sample --model_path "$BACKBONE" --use_ema False "${SAMPLER[@]}" \
     --classifier_path "$CLASSIFIER" --cell_type all --classifier_scale "$CLASSIFIER_SCALE" \
-    --num_samples "$CLASS_SAMPLES" --batch_size "$CLASS_SAMPLES" --sample_dir "${GEN}_class" --vae_path "$AE" --bn_ref "$LATENTS" \
+    --num_samples "$CLASS_SAMPLES" --batch_size "$CLASS_SAMPLES" --sample_dir "${GEN}_class" --vae_path "$AE" --bn_ref "$LATENTS" --label_key "$LABEL_KEY" \
     --mem_log_interval 0 --device "$DEVICE"
 fi
 

@@ -66,9 +66,12 @@ for ds in datasets:
     print("|---|---|---|---|---|---|")
     low = []
     for p in c["per_label"]:
-        if p["ratio"] < 0.8:
+        r = p["ratio"]
+        if r is None or r < 0.8:
             low.append(p["label"])
-        print("| %s | %d | %.3f | %d | %.3f | %.2f%s |" % (p["label"], p["real_test_cells"], p["real_accuracy"],
-              p["generated_cells"], p["generated_accuracy"], p["ratio"], "" if p["ratio"] >= 0.8 else " (below 0.8)"))
+        f = lambda v: "—" if v is None else "%.3f" % v
+        print("| %s | %d | %s | %d | %s | %s |" % (p["label"], p["real_test_cells"], f(p["real_accuracy"]),
+              p["generated_cells"], f(p["generated_accuracy"]),
+              "— (no held-out real cell classified right)" if r is None else "%.2f%s" % (r, "" if r >= 0.8 else " (below 0.8)")))
     print("\nPer label: %d of %d labels at ≥ 0.8×%s.\n" % (len(c["per_label"]) - len(low), len(c["per_label"]),
           "; below: " + ", ".join(low) if low else ""))
