@@ -30,7 +30,7 @@ import (
 // --log_dir. Its --standalone fixes the rendezvous port at 29400, which
 // collides between tests running at once (and other users of the machine),
 // so the launches spell out what --standalone sets, with a free port:
-// --rdzv_backend=c10d --rdzv_endpoint=localhost:PORT --rdzv_id=ID.
+// --rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:PORT --rdzv_id=ID (an address: a minimal root may have no /etc/hosts entry for localhost).
 
 const torchrunPython = "/usr/bin/python3" // Debian's python3-torch is only visible to it
 
@@ -79,7 +79,7 @@ type launch struct {
 // with the c10d rendezvous (rank 0 hosts the store). Every process it
 // starts is killed when the test ends.
 func startTorchrun(t *testing.T, nproc int, dir string, args ...string) *launch {
-	return startTorchrunRdzv(t, nproc, dir, []string{"--rdzv_backend=c10d", fmt.Sprintf("--rdzv_endpoint=localhost:%d", freePort(t))}, args...)
+	return startTorchrunRdzv(t, nproc, dir, []string{"--rdzv_backend=c10d", fmt.Sprintf("--rdzv_endpoint=127.0.0.1:%d", freePort(t))}, args...)
 }
 
 // startTorchrunRdzv is startTorchrun with the given rendezvous flags.
