@@ -7,6 +7,7 @@ import (
 
 	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
+	"github.com/scdiffusion/gotorch-train/nn"
 )
 
 // Data-parallel training (TrainConfig.Comm), as in package trainer: every
@@ -25,8 +26,8 @@ type dpStep struct {
 	pcg                      []byte
 	pos, epoch               int
 	marked                   bool
-	perm                     []int64      // the permutation before a reshuffle within the marked step
-	bnBufs, bnSnap           []*ct.Tensor // BatchNorm running statistics and their copies at the mark
+	perm                     []int64            // the permutation before a reshuffle within the marked step
+	bn                       *nn.BufferSnapshot // BatchNorm running statistics at the mark
 	markErr                  error
 }
 
@@ -40,12 +41,7 @@ func (d *dpStep) keepPerm(p []int64) {
 	}
 }
 
-func (d *dpStep) free() {
-	for _, t := range d.bnSnap {
-		t.Free()
-	}
-	d.bnSnap = nil
-}
+func (d *dpStep) free() { d.bn.Free() }
 
 // setupDist checks the configuration for a data-parallel run and returns
 // this rank's rows per step.
@@ -63,16 +59,7 @@ func (tr *trainer) setupDist() (int64, error) {
 		return 0, err
 	}
 	tr.model.SetBatchNormSync(tr.comm.SumAutograd, int64(c.BatchSize))
-	for _, p := range tr.store.All() {
-		if p.Buffer {
-			tr.dp.bnBufs = append(tr.dp.bnBufs, p.T)
-		}
-	}
-	err = ct.Try(func() {
-		for _, b := range tr.dp.bnBufs {
-			tr.dp.bnSnap = append(tr.dp.bnSnap, b.Clone())
-		}
-	})
+	tr.dp.bn, err = nn.NewBufferSnapshot(tr.store)
 	return n, err
 }
 
@@ -84,13 +71,7 @@ func (tr *trainer) markStep() {
 	d.pos, d.epoch = tr.pos, tr.epoch
 	d.pcg, d.markErr = tr.pcg.MarshalBinary()
 	if d.markErr == nil {
-		d.markErr = ct.Try(func() {
-			ct.NoGrad(func() {
-				for i, b := range d.bnBufs {
-					d.bnSnap[i].Copy_(b)
-				}
-			})
-		})
+		d.markErr = d.bn.Take()
 	}
 	d.marked = true
 }
@@ -113,14 +94,10 @@ func (tr *trainer) rewindStep() error {
 	if err := tr.pcg.UnmarshalBinary(d.pcg); err != nil {
 		return err
 	}
-	return ct.Try(func() {
-		ct.NoGrad(func() {
-			for i, b := range d.bnBufs {
-				b.Copy_(d.bnSnap[i])
-			}
-		})
-		tr.store.ZeroGrad()
-	})
+	if err := d.bn.Restore(); err != nil {
+		return err
+	}
+	return ct.Try(tr.store.ZeroGrad)
 }
 
 // reduceStep is the seam between gradient production and the update: the
@@ -235,7 +212,7 @@ func (tr *trainer) startDist(resumeErr error) error {
 			return err
 		}
 	}
-	ts := append([]*ct.Tensor{tr.store.FlatParams(), tr.m, tr.v, tr.lossSum}, tr.dp.bnBufs...)
+	ts := append([]*ct.Tensor{tr.store.FlatParams(), tr.m, tr.v, tr.lossSum}, tr.dp.bn.Buffers...)
 	if err := tr.comm.BroadcastTensors(ts...); err != nil {
 		return err
 	}

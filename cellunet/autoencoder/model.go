@@ -66,7 +66,7 @@ type block struct {
 	lin   *nn.Linear
 	bn    *nn.BatchNorm1d
 	act   *nn.PReLU
-	sync  *bnSync // data-parallel BatchNorm statistics (SetBatchNormSync)
+	sync  *nn.BatchNormSync // data-parallel BatchNorm statistics (SetBatchNormSync)
 }
 
 // bnStats are fixed per-feature statistics for one BatchNorm layer:
@@ -99,8 +99,7 @@ func (b *block) post(a *ct.Tensor, mode BNMode, st *bnStats) *ct.Tensor {
 	case st != nil:
 		n = a.BatchNorm(bn.W.T, bn.B.T, st.mean, st.variance, false, 0, bnEps)
 	case mode == Training && b.sync != nil:
-		n = b.syncBatchNorm(a, b.sync)
-		bn.NumBatchesTracked.T.AddScalar_(1)
+		n = bn.ForwardSynced(a, b.sync)
 	case mode == Training:
 		n = a.BatchNorm(bn.W.T, bn.B.T, bn.RunningMean.T, bn.RunningVar.T, true, bnMomentum, bnEps)
 		bn.NumBatchesTracked.T.AddScalar_(1)

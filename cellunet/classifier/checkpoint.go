@@ -85,6 +85,10 @@ func (tr *trainer) numTorchParams() int {
 
 // save writes checkpoint label (the weights after label+1 updates).
 func (tr *trainer) save(label int) error {
+	if !tr.comm.IsRoot() { // data-parallel ranks hold identical state: rank 0 writes it
+		tr.lastSaved = label
+		return nil
+	}
 	dir := tr.cfg.SaveDir
 	s := ct.NewScope()
 	defer s.Close()

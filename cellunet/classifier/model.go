@@ -84,6 +84,12 @@ type Model struct {
 	norm3        *nn.BatchNorm1d
 	drop         *nn.Dropout
 	freqs        *ct.Tensor // [1,E/2] float32, owned by the model
+
+	// Data-parallel training (SetDataParallel): the global batch's
+	// BatchNorm statistics, and this rank's rows [dropOff, dropOff+n) of
+	// Dropout masks drawn for dropTotal rows.
+	sync               *nn.BatchNormSync
+	dropTotal, dropOff int64
 }
 
 // unusedPrefix names the reference's emb_layers3: created (the reference
@@ -163,6 +169,21 @@ func (m *Model) SetTraining(training bool) {
 // default generator), so training is reproducible and resumable.
 func (m *Model) SetDropoutGenerator(g *ct.Generator) { m.drop.Gen = g }
 
+// SetDataParallel makes training-mode forward passes compute one rank's
+// rows of a data-parallel global batch of total rows starting at row off:
+// BatchNorm normalises with the global batch's statistics (sync, as
+// nn.BatchNorm1d.ForwardSynced), and Dropout draws the masks of all total
+// rows from its generator and applies rows [off, off+n), so that the ranks
+// together use exactly the masks one process draws for the whole batch
+// (every rank's generator is in the same state). total 0 restores the
+// single-process behaviour.
+func (m *Model) SetDataParallel(sync *nn.BatchNormSync, total, off int64) {
+	m.sync, m.dropTotal, m.dropOff = sync, total, off
+	if total == 0 {
+		m.sync, m.dropOff = nil, 0
+	}
+}
+
 // Forward returns the logits [B,K] float32 for x_t [B,D] float32 and the
 // diffusion steps t [B] (integer or float; the original step numbers). All
 // results join the scope of x. In training mode the BatchNorm running
@@ -209,16 +230,40 @@ func (m *Model) stage(x *ct.Tensor, fc, embL *nn.Linear, bn *nn.BatchNorm1d, sil
 		e.Free()
 		h = sum
 	}
-	n := bn.Forward(h)
+	var n *ct.Tensor
+	if m.sync != nil && bn.Training {
+		n = bn.ForwardSynced(h, m.sync)
+	} else {
+		n = bn.Forward(h)
+	}
 	h.Free()
 	a := n.SiLU()
 	n.Free()
 	if m.drop.P > 0 && m.drop.Training {
-		d := m.drop.Forward(a)
+		var d *ct.Tensor
+		if m.dropTotal > 0 {
+			d = m.dropRows(a)
+		} else {
+			d = m.drop.Forward(a)
+		}
 		a.Free()
 		a = d
 	}
 	return a
+}
+
+// dropRows is Dropout for rows [dropOff, dropOff+n) of a batch of
+// dropTotal rows: the mask of the whole batch is drawn as cgotorch's
+// Dropout draws it for a [dropTotal, C] input (Bernoulli(1−p) in row-major
+// order, divided by 1−p), and a's rows take their part of it. The result
+// joins a's scope.
+func (m *Model) dropRows(a *ct.Tensor) *ct.Tensor {
+	sc := ct.NewScope()
+	defer sc.Close()
+	p := m.drop.P
+	mask := sc.Empty(ct.Options{DType: a.DType(), Device: a.Device()}, m.dropTotal, a.Dim(1))
+	ct.NoGrad(func() { mask.Bernoulli_(1-p, m.drop.Gen).DivScalar_(1 - p) })
+	return a.Mul(sc.Adopt(mask.Narrow(0, m.dropOff, a.Dim(0))))
 }
 
 // ConfigFromStateDict infers the architecture from a checkpoint's shapes

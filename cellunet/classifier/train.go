@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 	"github.com/scdiffusion/gotorch-train/nn"
 )
@@ -87,6 +88,13 @@ type TrainConfig struct {
 	// run continues exactly at step S+1; a reference checkpoint (model and
 	// optimizer only) continues at S+1 with fresh random streams.
 	Resume string
+
+	// Comm, if not nil, makes this process one rank of a data-parallel
+	// run (see dist.go): BatchSize stays the global batch, each rank
+	// computes BatchSize/Size rows of it in one pass (Microbatch must be
+	// unset or cover them), and only rank 0 writes to SaveDir. The run's
+	// mathematics is the single process's on the whole batch.
+	Comm *dist.Comm
 
 	// Out receives progress lines; nil discards them.
 	Out io.Writer
@@ -191,14 +199,21 @@ func Train(ctx context.Context, cfg TrainConfig, train Data, val *Data) (Result,
 		return Result{}, err
 	}
 	defer tr.close()
-	// Nothing has been written yet: the caller may still refuse the run.
+	// Nothing has been written yet: the caller may still refuse the run
+	// (data-parallel ranks agree on it, so that one refusal stops all).
 	if cfg.BeforeRun != nil {
-		if err := cfg.BeforeRun(); err != nil {
+		err = cfg.BeforeRun()
+	}
+	if tr.comm != nil {
+		err = tr.comm.Agree(err, "could not start the run")
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if tr.comm.IsRoot() {
+		if tr.csv, err = openCSV(cfg.SaveDir, tr.step > 0); err != nil {
 			return Result{}, err
 		}
-	}
-	if tr.csv, err = openCSV(cfg.SaveDir, tr.step > 0); err != nil {
-		return Result{}, err
 	}
 	return tr.run(ctx)
 }
@@ -224,10 +239,13 @@ type trainer struct {
 
 	step      int // label of the next step
 	lastSaved int
+
+	comm *dist.Comm // nil: a single process
+	dp   dpStep
 }
 
 func newTrainer(cfg TrainConfig, train Data, val *Data) (_ *trainer, err error) {
-	tr := &trainer{cfg: cfg, out: cfg.Out, lr: cfg.LR, lastSaved: -1}
+	tr := &trainer{cfg: cfg, out: cfg.Out, lr: cfg.LR, lastSaved: -1, comm: cfg.Comm}
 	if tr.out == nil {
 		tr.out = io.Discard
 	}
@@ -248,7 +266,12 @@ func newTrainer(cfg TrainConfig, train Data, val *Data) (_ *trainer, err error) 
 	if tr.model, err = New(tr.store.Root(), cfg.Model); err != nil {
 		return nil, err
 	}
-	if err := tr.store.FlattenParams(); err != nil {
+	if tr.comm != nil {
+		err = tr.setupDist() // the flat gradient buffer too
+	} else {
+		err = tr.store.FlattenParams()
+	}
+	if err != nil {
 		return nil, err
 	}
 	if tr.diff, err = diffusion.New(cfg.Diffusion, cfg.Device); err != nil {
@@ -279,13 +302,23 @@ func newTrainer(cfg TrainConfig, train Data, val *Data) (_ *trainer, err error) 
 	if err := ct.Try(func() { tr.m, tr.v = ct.Zeros(ct.On(cfg.Device), p), ct.Zeros(ct.On(cfg.Device), p) }); err != nil {
 		return nil, err
 	}
-	if cfg.Resume != "" {
+	// Only rank 0 reads the checkpoint; startDist hands its state to the others.
+	var resumeErr error
+	if cfg.Resume != "" && tr.comm.IsRoot() {
 		if err := tr.resume(cfg.Resume); err != nil {
 			if !errors.Is(err, ct.ErrOutOfMemory) {
 				err = &ResumeError{Path: cfg.Resume, Err: fmt.Errorf("%w (%w)", err, ErrData)}
 			}
-			return nil, err
+			resumeErr = err
 		}
+	}
+	if tr.comm != nil {
+		err = tr.startDist(resumeErr)
+	} else {
+		err = resumeErr
+	}
+	if err != nil {
+		return nil, err
 	}
 	return tr, nil
 }
@@ -312,6 +345,7 @@ func (tr *trainer) close() {
 	tr.v.Free()
 	tr.win.close()
 	tr.csv.close()
+	tr.dp.free()
 }
 
 func (tr *trainer) announce() {
@@ -340,19 +374,33 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 			res.Checkpoint = modelFile(tr.cfg.SaveDir, tr.lastSaved)
 		}
 	}
-	for tr.step < tr.cfg.Iterations {
-		if ctx.Err() != nil {
-			if tr.step > first && tr.lastSaved != tr.step-1 {
-				if err := tr.save(tr.step - 1); err != nil {
-					finish()
-					return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
-				}
+	interrupt := func() (Result, error) {
+		if tr.step > first && tr.lastSaved != tr.step-1 {
+			if err := tr.save(tr.step - 1); err != nil {
+				finish()
+				return res, fmt.Errorf("%w; writing the checkpoint failed: %v", ErrInterrupted, err)
 			}
-			finish()
-			return res, fmt.Errorf("%w at step %d; checkpoint %q", ErrInterrupted, tr.step, res.Checkpoint)
+		}
+		finish()
+		return res, fmt.Errorf("%w at step %d; checkpoint %q", ErrInterrupted, tr.step, res.Checkpoint)
+	}
+	for tr.step < tr.cfg.Iterations {
+		// A data-parallel rank carries a stop request into the step's
+		// agreement, so that every rank stops after the same step.
+		tr.dp.stopRequested = ctx.Err() != nil
+		if tr.dp.stopRequested && tr.comm == nil {
+			return interrupt()
 		}
 		label := tr.step
-		if err := tr.runStep(label); err != nil {
+		var err error
+		if tr.comm != nil {
+			if err = tr.runStepDist(label); err != nil {
+				err = tr.stopOnFailure(err, first)
+			}
+		} else {
+			err = tr.runStep(label)
+		}
+		if err != nil {
 			finish()
 			return res, fmt.Errorf("classifier: step %d: %w", label, err)
 		}
@@ -379,6 +427,9 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 				finish()
 				return res, err
 			}
+		}
+		if tr.dp.stopAgreed && tr.step < tr.cfg.Iterations {
+			return interrupt()
 		}
 	}
 	finish()
@@ -434,6 +485,46 @@ func (tr *trainer) runStep(label int) error {
 	})
 }
 
+// runStepDist performs update label on a data-parallel rank (dist.go):
+// the global batch's draws, this rank's rows forward and backward, the
+// agreement and gradient all-reduce, AdamW, and the log window with the
+// whole batch's losses.
+func (tr *trainer) runStepDist(label int) error {
+	tr.markStep()
+	c := tr.cfg
+	if c.AnnealLR {
+		tr.lr = c.LR * (1 - float64(label)/float64(c.Iterations))
+	}
+	s := ct.NewScope()
+	defer s.Close()
+	var t, loss, hit *ct.Tensor
+	lerr := ct.Try(func() {
+		x0, y := tr.train.next(s)
+		var xt *ct.Tensor
+		t, xt = tr.noised(s, x0, tr.noiseGen)
+		off, n := tr.dp.off, tr.dp.n
+		xj, tj, yj := xt.Narrow(0, off, n), t.Narrow(0, off, n), y.Narrow(0, off, n)
+		logits := tr.model.Forward(xj, tj)
+		ce := logits.CrossEntropy(yj, ct.ReduceNone)
+		// This rank's share of the global batch's mean: the sum over ranks
+		// of the gradients is the single process's.
+		ce.Mean().MulScalar(float64(n) / float64(c.BatchSize)).Backward()
+		loss, hit = ce.Detach(), logits.Detach().Argmax(1, false).Eq(yj)
+	})
+	gLoss, gHit, err := tr.reduceStep(s, loss, hit, lerr)
+	if err != nil {
+		return err
+	}
+	return ct.Try(func() {
+		tr.adamStep++
+		opt := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
+		if err := ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, opt, ct.FusedStep{ZeroGrad: true}); err != nil {
+			panic(err)
+		}
+		tr.win.add(s, rowTrain, gLoss, gHit, t)
+	})
+}
+
 // noised returns t [B] and x_t = q_sample(x0, t, ε) (or t = 0 and x0 when
 // not Noised), owned by s. The timesteps are drawn before the noise.
 func (tr *trainer) noised(s *ct.Scope, x0 *ct.Tensor, gen *ct.Generator) (t, xt *ct.Tensor) {
@@ -473,8 +564,10 @@ func (tr *trainer) dump(label int) (LogRecord, error) {
 	rec.Samples = int64(label+1) * int64(tr.cfg.BatchSize)
 	rec.LR = tr.lr
 	fmt.Fprintln(tr.out, rec.String())
-	if err := tr.csv.write(rec); err != nil {
-		fmt.Fprintf(tr.out, "warning: writing progress.csv: %v\n", err)
+	if tr.csv != nil { // nil on data-parallel ranks other than 0
+		if err := tr.csv.write(rec); err != nil {
+			fmt.Fprintf(tr.out, "warning: writing progress.csv: %v\n", err)
+		}
 	}
 	if tr.cfg.OnLog != nil {
 		tr.cfg.OnLog(rec)
@@ -493,6 +586,7 @@ type batcher struct {
 	perm  *ct.Tensor // [N] int64, owned; nil before the first epoch
 	pos   int64
 	epoch int64
+	mk    batchMark // a data-parallel step's start (dist.go)
 }
 
 func newBatcher(d Data, cfg TrainConfig, gen *ct.Generator, what string) (*batcher, error) {
@@ -526,7 +620,9 @@ func newBatcher(d Data, cfg TrainConfig, gen *ct.Generator, what string) (*batch
 // next returns the next batch's latents [B,D] and labels [B], owned by s.
 func (bt *batcher) next(s *ct.Scope) (x, y *ct.Tensor) {
 	if bt.perm == nil || (bt.pos+1)*bt.b > bt.n {
-		bt.perm.Free()
+		if !bt.mk.on || bt.perm != bt.mk.perm { // the mark keeps its permutation
+			bt.perm.Free()
+		}
 		bt.perm = (*ct.Scope)(nil).RandPerm(bt.n, ct.Options{DType: ct.Int64, Device: bt.dev}, bt.gen)
 		bt.pos = 0
 		bt.epoch++
@@ -538,6 +634,7 @@ func (bt *batcher) next(s *ct.Scope) (x, y *ct.Tensor) {
 
 func (bt *batcher) close() {
 	if bt != nil {
+		bt.commit()
 		bt.perm.Free()
 	}
 }

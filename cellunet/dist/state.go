@@ -2,6 +2,7 @@ package dist
 
 import (
 	"fmt"
+	"hash/fnv"
 	"os"
 
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
@@ -96,4 +97,16 @@ func JoinEnv(cfg Config) (*Comm, error) {
 		return nil, err
 	}
 	return Join(w, cfg)
+}
+
+// Fingerprint hashes the bytes of tensors (FNV-1a 64), so that ranks can
+// check that they read the same data before they train on it.
+func Fingerprint(ts ...*ct.Tensor) (uint64, error) {
+	h := fnv.New64a()
+	err := ct.Try(func() {
+		for _, t := range ts {
+			h.Write(t.Bytes())
+		}
+	})
+	return h.Sum64(), err
 }

@@ -2,7 +2,6 @@ package trainer
 
 import (
 	"fmt"
-	"hash/fnv"
 	"time"
 
 	"github.com/scdiffusion/gotorch-train/cellunet/dist"
@@ -192,7 +191,7 @@ func (tr *trainer) startDist(data *ct.Tensor, resumeErr error) error {
 	if err := tr.comm.Agree(resumeErr, "could not resume (see its log)"); err != nil {
 		return err
 	}
-	fp, err := fingerprint(data)
+	fp, err := dist.Fingerprint(data)
 	if err != nil {
 		return err
 	}
@@ -239,15 +238,4 @@ func (tr *trainer) startDist(data *ct.Tensor, resumeErr error) error {
 		return err
 	}
 	return tr.comm.BroadcastGenerator(tr.noiseGen)
-}
-
-// fingerprint hashes a tensor's bytes (FNV-1a 64).
-func fingerprint(t *ct.Tensor) (uint64, error) {
-	var b []byte
-	if err := ct.Try(func() { b = t.Bytes() }); err != nil {
-		return 0, err
-	}
-	h := fnv.New64a()
-	h.Write(b)
-	return h.Sum64(), nil
 }

@@ -464,8 +464,8 @@ func (fx *badFixtures) cases() []badCase {
 		// sample (every row also gets --model_path, the earlier run's
 		// model, and --sample_dir inside the row's copy of that run, whose
 		// memory series and plot a failed sample must not touch).
-		{name: "sample under a launcher", cmd: "sample", env: []string{"SLURM_NTASKS=4", "SLURM_PROCID=0", "MASTER_ADDR=node1", "MASTER_PORT=29500"}, code: exitUsage,
-			want: []string{"sample does not run data-parallel yet", "rank 0 of 4 (srun: SLURM_NTASKS)"}},
+		{name: "sample under a launcher, rank out of range", cmd: "sample", env: []string{"SLURM_NTASKS=4", "SLURM_PROCID=4", "MASTER_ADDR=node1", "MASTER_PORT=29500"}, code: exitUsage,
+			want: []string{"rank 4 is not below the world size 4"}},
 		smp("sample model_path missing", exitData, "--model_path", "--model_path", fx.path("nope/model000001.pt")),
 		smp("sample model_path corrupt", exitData, "--model_path", "--model_path", fx.text),
 		smp("sample model_path truncated", exitData, "--model_path", "--model_path", fx.trModel),
@@ -519,8 +519,10 @@ func (fx *badFixtures) cases() []badCase {
 		// train-classifier (every row also gets --model_path, the row's
 		// copy of the earlier run, whose files a failed run must not touch).
 		cls("train-classifier without input", exitUsage, "--latents"),
-		{name: "train-classifier under a launcher", cmd: "train-classifier", args: []string{"--latents", fx.lat}, env: append(world2, "RANK=1"), code: exitUsage,
-			want: []string{"train-classifier does not run data-parallel yet", "rank 1 of 2"}},
+		{name: "train-classifier microbatch under data-parallel", cmd: "train-classifier", args: []string{"--latents", fx.lat, "--batch_size", "8", "--microbatch", "2"}, env: append(world2, "RANK=1"), code: exitUsage,
+			want: []string{"--microbatch 2", "each of the 2 processes computes its 4 rows of --batch_size 8"}},
+		{name: "train-classifier global batch not divisible", cmd: "train-classifier", args: []string{"--latents", fx.lat, "--batch_size", "9"}, env: append(world2, "RANK=0"), code: exitUsage,
+			want: []string{"--batch_size 9 is the global batch", "divisible by 2"}},
 		cls("train-classifier both inputs", exitUsage, "either --latents", "--latents", fx.lat, "--data_dir", fx.h5ad),
 		cls("train-classifier data without vae", exitUsage, "--vae_path", "--data_dir", fx.h5ad),
 		cls("train-classifier data without labels", exitUsage, "--no_labels", "--data_dir", fx.h5ad, "--vae_path", fx.ae, "--no_labels"),

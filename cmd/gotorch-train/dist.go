@@ -15,9 +15,10 @@ import (
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
 )
 
-// Data-parallel runs of train and train-ae: the launcher (torchrun, a
-// PyTorchJob, srun) starts one process per device with RANK/WORLD_SIZE/...
-// in the environment; each process runs the same command line.
+// Data-parallel runs of train, train-ae and train-classifier, and sample
+// across processes: the launcher (torchrun, a PyTorchJob, srun) starts one
+// process per device with RANK/WORLD_SIZE/... in the environment; each
+// process runs the same command line.
 
 func distFlags() []cli.Flag {
 	return []cli.Flag{
@@ -36,8 +37,9 @@ type distRun struct {
 }
 
 // newDistRun reads the launcher's environment and checks that the global
-// batch splits evenly, before anything is written; with --device cuda each
-// process of a one-process-per-GPU job takes its LOCAL_RANK's GPU.
+// batch splits evenly (batchSize 0: the command splits no batch, as
+// sample), before anything is written; with --device cuda each process of
+// a one-process-per-GPU job takes its LOCAL_RANK's GPU.
 func newDistRun(c *cli.Context, batchSize int) (*distRun, error) {
 	w, err := dist.FromEnv(os.Getenv)
 	if err != nil {
@@ -47,7 +49,7 @@ func newDistRun(c *cli.Context, batchSize int) (*distRun, error) {
 	if !w.Distributed() {
 		return d, nil
 	}
-	if batchSize <= 0 || batchSize%w.Size != 0 {
+	if batchSize != 0 && (batchSize < 0 || batchSize%w.Size != 0) {
 		return nil, usagef("--batch_size %d is the global batch of all %d processes and must be divisible by %d (e.g. %d or %d)",
 			batchSize, w.Size, w.Size, max(w.Size, batchSize/w.Size*w.Size), (batchSize/w.Size+1)*w.Size)
 	}
@@ -64,24 +66,6 @@ func newDistRun(c *cli.Context, batchSize int) (*distRun, error) {
 		}
 	}
 	return d, nil
-}
-
-// singleProcess refuses to run command, which has no data-parallel mode
-// yet, as one of several processes of a launcher (torchrun, srun, a
-// PyTorchJob): each would run the whole command and write the same files.
-// An environment that describes no job of several processes is left to the
-// commands that read it.
-func singleProcess(command string) error {
-	w, err := dist.FromEnv(os.Getenv)
-	if err != nil || !w.Distributed() {
-		return nil
-	}
-	from := map[dist.Launcher]string{dist.Torchrun: "torchrun", dist.Slurm: "srun: SLURM_NTASKS"}[w.Launcher]
-	if from == "" {
-		from = "RANK/WORLD_SIZE"
-	}
-	return usagef("%s does not run data-parallel yet, but this process is rank %d of %d (%s): start it as one process, not under torchrun, srun or a PyTorchJob",
-		command, w.Rank, w.Size, from)
 }
 
 // root reports whether this process writes the run's files and log (rank 0).
@@ -122,8 +106,12 @@ func (d *distRun) join(out io.Writer, dev ct.Device, batchSize int) (*dist.Comm,
 		}
 		return nil, fmt.Errorf("%w (is every process started, and MASTER_ADDR reachable? --dist_timeout is %v)", err, d.timeout)
 	}
-	fmt.Fprintf(out, "data-parallel: %s, %s backend; --batch_size %d is the global batch, %d rows per process\n",
-		d.world, comm.Backend(), batchSize, batchSize/d.world.Size)
+	if batchSize == 0 {
+		fmt.Fprintf(out, "data-parallel: %s, %s backend; each output's batches go to the processes in turn\n", d.world, comm.Backend())
+	} else {
+		fmt.Fprintf(out, "data-parallel: %s, %s backend; --batch_size %d is the global batch, %d rows per process\n",
+			d.world, comm.Backend(), batchSize, batchSize/d.world.Size)
+	}
 	return comm, nil
 }
 

@@ -30,7 +30,13 @@ import (
 // --log_dir. Its --standalone fixes the rendezvous port at 29400, which
 // collides between tests running at once (and other users of the machine),
 // so the launches spell out what --standalone sets, with a free port:
-// --rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:PORT --rdzv_id=ID (an address: a minimal root may have no /etc/hosts entry for localhost).
+// --rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:PORT --rdzv_id=ID. With it
+// rank 0 hosts the store. Where "localhost" does not resolve (a minimal
+// root without /etc/hosts) torchrun 1.13 itself cannot run that rendezvous
+// (its agent binds a probe socket to "localhost"): the launches then use
+// its static rendezvous, whose agent hosts the store, and say so; the
+// rank-0-hosted store is still covered by the direct launch (a PyTorchJob's
+// environment), which needs no name.
 
 const torchrunPython = "/usr/bin/python3" // Debian's python3-torch is only visible to it
 
@@ -79,7 +85,67 @@ type launch struct {
 // with the c10d rendezvous (rank 0 hosts the store). Every process it
 // starts is killed when the test ends.
 func startTorchrun(t *testing.T, nproc int, dir string, args ...string) *launch {
+	if !localhostResolves() {
+		t.Logf("\"localhost\" does not resolve here (no /etc/hosts?), which torchrun's c10d rendezvous needs: using its static rendezvous (agent-hosted store)")
+		return startTorchrunRdzv(t, nproc, dir, []string{"--rdzv_backend=static", "--master_addr=127.0.0.1",
+			fmt.Sprintf("--master_port=%d", freePort(t)), "--node_rank=0"}, args...)
+	}
 	return startTorchrunRdzv(t, nproc, dir, []string{"--rdzv_backend=c10d", fmt.Sprintf("--rdzv_endpoint=127.0.0.1:%d", freePort(t))}, args...)
+}
+
+// localhostResolves reports whether Python resolves "localhost", as
+// torchrun's agent does.
+var localhostResolves = sync.OnceValue(func() bool {
+	return exec.Command(torchrunPython, "-c", "import socket; socket.getaddrinfo('localhost', None)").Run() == nil
+})
+
+// directRun is a data-parallel job started without a launcher, as a
+// PyTorchJob's pods are: each process gets RANK, WORLD_SIZE, LOCAL_RANK,
+// MASTER_ADDR and MASTER_PORT, and rank 0 hosts the store.
+type directRun struct {
+	outs  []*syncBuffer
+	codes []int
+}
+
+// runDirect runs nproc processes of this binary as gotorch-train args and
+// waits for all of them (it may run in its own goroutine).
+func runDirect(t *testing.T, nproc int, limit time.Duration, args ...string) directRun {
+	t.Helper()
+	port := freePort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	r := directRun{codes: make([]int, nproc)}
+	cmds := make([]*exec.Cmd, nproc)
+	for rank := range nproc {
+		out := &syncBuffer{}
+		r.outs = append(r.outs, out)
+		cmd := exec.CommandContext(ctx, os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "GOTORCH_E2E_MAIN=1", "OMP_NUM_THREADS=1", "MASTER_ADDR=127.0.0.1", fmt.Sprintf("MASTER_PORT=%d", port),
+			fmt.Sprintf("RANK=%d", rank), fmt.Sprintf("WORLD_SIZE=%d", nproc)) // as a PyTorchJob sets it: no LOCAL_RANK
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Errorf("starting rank %d: %v", rank, err)
+			cancel()
+			break
+		}
+		cmds[rank] = cmd
+	}
+	for rank, cmd := range cmds {
+		if cmd == nil {
+			r.codes[rank] = -1
+			continue
+		}
+		if err := cmd.Wait(); err != nil {
+			r.codes[rank] = -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				r.codes[rank] = ee.ExitCode()
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		t.Errorf("the direct launch did not finish within %v", limit)
+	}
+	return r
 }
 
 // startTorchrunRdzv is startTorchrun with the given rendezvous flags.
@@ -454,4 +520,209 @@ func TestDataParallel(t *testing.T) {
 		in(trainArgs(resumed, "--microbatch", "16", "--resume_checkpoint", ckpt(two, "model000003.pt"))...)
 		assertIdentical(t, "2 processes to step 3, then 1", ckpt(resumed, "model000008.pt"), ckpt(oneMB, "model000008.pt"))
 	})
+
+	// The classifier and sampling, and a launch without torchrun, after the
+	// timed scenarios above (the machine has 2 cores).
+	const clsSteps, clsLR = 6, 3e-4
+	clsArgs := func(save string, extra ...string) []string {
+		return append([]string{"train-classifier", "--latents", lat, "--model_path", save, "--batch_size", "64", "--iterations", strconv.Itoa(clsSteps),
+			"--log_interval", "1", "--save_interval", "3", "--threads", "1", "--mem_log_interval", "0", "--dist_timeout", "60"}, extra...)
+	}
+	cls1 := filepath.Join(dir, "cls1")
+	in(clsArgs(cls1)...)
+	sampleArgs := func(prefix string, extra ...string) []string {
+		return append([]string{"sample", "--model_path", ckpt(one, "model000008.pt"), "--classifier_path", filepath.Join(cls1, "model000005.pt"),
+			"--num_samples", "70", "--batch_size", "32", "--timestep_respacing", "ddim10", "--threads", "1", "--mem_log_interval", "0",
+			"--sample_dir", prefix, "--dist_timeout", "60"}, extra...)
+	}
+	smp1, smpF1 := filepath.Join(dir, "smp1", "out"), filepath.Join(dir, "smpf1", "out")
+	in(sampleArgs(smp1, "--cell_type", "all", "--vae_path", filepath.Join(dir, "ae", "model_seed=0_step=0.pt"))...)
+	// The filter: the first class whose cells the (barely trained)
+	// classifier keeps in part, over at least two batches (so both ranks'
+	// batches count); if none, both runs must fail alike.
+	var filterArgs []string
+	var filterCode int
+	var filterOut string
+	for k := range 8 {
+		filterArgs = []string{"--cell_type", strconv.Itoa(k), "--filter", "--filter_max_batches", "8", "--classifier_scale", "4"}
+		filterCode, filterOut = run(t, context.Background(), sampleArgs(smpF1, filterArgs...)...)
+		if filterCode == exitOK && strings.Contains(filterOut, "batch 1:") {
+			break
+		}
+	}
+
+	cls2, cls2r := filepath.Join(dir, "cls2"), filepath.Join(dir, "cls2-resumed")
+	smp2, smpF2 := filepath.Join(dir, "smp2", "out"), filepath.Join(dir, "smpf2", "out")
+	lCls := startTorchrun(t, 2, mk("cls"), clsArgs(cls2)...)
+	lClsResumed := startTorchrun(t, 2, mk("cls-resumed"), clsArgs(cls2r, "--resume_checkpoint", filepath.Join(cls1, "model000003.pt"))...)
+	lSmp := startTorchrun(t, 2, mk("smp"), sampleArgs(smp2, "--cell_type", "all", "--vae_path", filepath.Join(dir, "ae", "model_seed=0_step=0.pt"))...)
+	lSmpF := startTorchrun(t, 2, mk("smpf"), sampleArgs(smpF2, filterArgs...)...)
+	direct := filepath.Join(dir, "direct")
+	directDone := make(chan directRun, 1)
+	go func() { directDone <- runDirect(t, 2, limit, trainArgs(direct)...) }()
+
+	t.Run("train-classifier two processes equal one", func(t *testing.T) {
+		if code := lCls.wait(limit); code != 0 {
+			t.Fatalf("torchrun exit %d:\n%s", code, lCls.out.String())
+		}
+		for _, want := range []string{"[default0]:data-parallel: rank 0 of 2", "32 rows per process", "[default1]:[rank 1] Memory summary"} {
+			if !strings.Contains(lCls.out.String(), want) {
+				t.Errorf("output lacks %q:\n%s", want, lCls.out.String())
+			}
+		}
+		assertProgressClose(t, filepath.Join(cls2, "progress.csv"), filepath.Join(cls1, "progress.csv"))
+		for _, f := range []string{"model000003.pt", "model000005.pt"} {
+			assertClassifierClose(t, "2 processes vs 1", filepath.Join(cls2, f), filepath.Join(cls1, f), clsSteps, clsLR)
+		}
+		if _, err := os.Stat(filepath.Join(cls2, "oom_report.rank1.json")); err == nil {
+			t.Error("rank 1 wrote an OOM report")
+		}
+	})
+	t.Run("train-classifier resume one process to two", func(t *testing.T) {
+		if code := lClsResumed.wait(limit); code != 0 {
+			t.Fatalf("torchrun exit %d:\n%s", code, lClsResumed.out.String())
+		}
+		if !strings.Contains(lClsResumed.out.String(), "[default0]:resumed from") {
+			t.Errorf("no resume message:\n%s", lClsResumed.out.String())
+		}
+		assertClassifierClose(t, "1 process to step 3, then 2 processes", filepath.Join(cls2r, "model000005.pt"), filepath.Join(cls1, "model000005.pt"), 2, clsLR)
+	})
+	t.Run("sample across two processes", func(t *testing.T) {
+		if code := lSmp.wait(limit); code != 0 {
+			t.Fatalf("torchrun exit %d:\n%s", code, lSmp.out.String())
+		}
+		for _, want := range []string{"batch 1: 32 cells (rank 1)", "batch 2: 6 cells (rank 0)"} {
+			if !strings.Contains(lSmp.out.String(), want) {
+				t.Errorf("output lacks %q:\n%s", want, lSmp.out.String())
+			}
+		}
+		// Bit for bit the single process's cells: every batch depends only
+		// on the seed, the output and its index.
+		outs, _ := filepath.Glob(smp1 + "*.npz")
+		if len(outs) < 2 {
+			t.Fatalf("the single process wrote %v", outs)
+		}
+		for _, f := range outs {
+			assertSameFile(t, f, smp2+strings.TrimPrefix(f, smp1))
+			h := strings.TrimSuffix(smp2+strings.TrimPrefix(f, smp1), ".npz") + ".h5ad"
+			if _, err := os.Stat(h); err != nil {
+				t.Errorf("rank 0 did not decode: %v", err)
+			}
+		}
+	})
+	t.Run("sample with the filter across two processes", func(t *testing.T) {
+		code := lSmpF.wait(limit)
+		if (code == 0) != (filterCode == exitOK) {
+			t.Fatalf("torchrun exit %d, the single process %d:\n%s\n--- single process:\n%s", code, filterCode, lSmpF.out.String(), filterOut)
+		}
+		outs, _ := filepath.Glob(smpF1 + "*.npz")
+		got, _ := filepath.Glob(smpF2 + "*.npz")
+		if len(got) != len(outs) {
+			t.Fatalf("2 processes wrote %d outputs, the single process %d", len(got), len(outs))
+		}
+		for _, f := range outs {
+			assertSameFile(t, f, smpF2+strings.TrimPrefix(f, smpF1))
+		}
+		t.Logf("%s: %d outputs (single process exit %d)", strings.Join(filterArgs, " "), len(outs), filterCode)
+	})
+	t.Run("store hosted by rank 0 without a launcher", func(t *testing.T) {
+		r := <-directDone
+		for rank, code := range r.codes {
+			if code != 0 {
+				t.Fatalf("rank %d exit %d:\n%s", rank, code, r.outs[rank].String())
+			}
+		}
+		if !strings.Contains(r.outs[0].String(), "hosted by rank 0") {
+			t.Errorf("rank 0 did not host the store:\n%s", r.outs[0].String())
+		}
+		assertIdentical(t, "2 processes without a launcher", ckpt(direct, "model000008.pt"), ckpt(oneMB, "model000008.pt"))
+	})
+}
+
+// assertSameFile fails unless the two files hold the same bytes.
+func assertSameFile(t *testing.T, a, b string) {
+	t.Helper()
+	x, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(x, y) {
+		t.Errorf("%s and %s differ", a, b)
+	}
+}
+
+// assertProgressClose compares the losses and accuracies two classifier
+// runs logged (progress.csv): the data-parallel run's BatchNorm sums its
+// statistics in another order (float64 over the ranks), which moves the
+// loss by a few float32 ulps (measured 5e-8 relative), and the
+// accuracies agree exactly or within one cell of a quartile.
+func assertProgressClose(t *testing.T, got, want string) {
+	t.Helper()
+	read := func(p string) [][]string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows [][]string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			rows = append(rows, strings.Split(l, ","))
+		}
+		return rows
+	}
+	g, w := read(got), read(want)
+	if len(g) != len(w) || len(w) < 2 {
+		t.Fatalf("%s has %d lines, %s %d", got, len(g), want, len(w))
+	}
+	for i := 1; i < len(w); i++ {
+		for c, name := range w[0] {
+			a, errA := strconv.ParseFloat(g[i][c], 64)
+			b, errB := strconv.ParseFloat(w[i][c], 64)
+			if (errA == nil) != (errB == nil) || (errA == nil && math.Abs(a-b) > 1e-5*math.Abs(b)+1e-7) {
+				if strings.Contains(name, "acc") && math.Abs(a-b) <= 1.0/16 {
+					continue // one cell of a quartile (≥ 16 cells) changed its argmax
+				}
+				t.Errorf("step %s %s: %s, the single process %s", w[i][0], name, g[i][c], w[i][c])
+			}
+		}
+	}
+}
+
+// beforeBatchNorm names the classifier's parameters whose true gradient is
+// zero: biases added just before a BatchNorm, which subtracts them again,
+// and the running means that follow them. AdamW scales the rounding noise
+// of such a gradient to steps of about lr, whatever its size, so there two
+// runs that differ in the order of float sums drift apart by up to lr per
+// step (and the model's output does not change).
+var beforeBatchNorm = regexp.MustCompile(`^(fc[123]\.bias|emb_layers[12]\.1\.bias|norm[123]\.running_mean)$`)
+
+// assertClassifierClose compares two classifier checkpoints after steps
+// updates at learning rate lr: every weight within 1e-4 (measured 6e-6
+// after 6 steps), those before a BatchNorm within 2·lr per step.
+func assertClassifierClose(t *testing.T, what, got, want string, steps int, lr float64) {
+	t.Helper()
+	g, w := cgotorchtest.LoadPT(t, got), cgotorchtest.LoadPT(t, want)
+	if len(g) != len(w) {
+		t.Fatalf("%s: %s has %d tensors, %s %d", what, got, len(g), want, len(w))
+	}
+	for k, wv := range w {
+		gv, ok := g[k]
+		if !ok || len(gv) != len(wv) {
+			t.Fatalf("%s: %s missing or of another size in %s", what, k, got)
+		}
+		bound := 1e-4
+		if beforeBatchNorm.MatchString(k) {
+			bound = 2 * lr * float64(steps)
+		}
+		md := 0.0
+		for i := range wv {
+			md = max(md, math.Abs(gv[i]-wv[i]))
+		}
+		if md > bound || md != md {
+			t.Errorf("%s: %s differs by up to %.3g (bound %.3g)", what, k, md, bound)
+		}
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/scdiffusion/gotorch-train/cellunet/autoencoder"
 	"github.com/scdiffusion/gotorch-train/cellunet/classifier"
 	"github.com/scdiffusion/gotorch-train/cellunet/diffusion"
+	"github.com/scdiffusion/gotorch-train/cellunet/dist"
 	"github.com/scdiffusion/gotorch-train/cellunet/generate"
 	"github.com/scdiffusion/gotorch-train/cellunet/scdata/npz"
 	ct "github.com/scdiffusion/gotorch-train/cgotorch"
@@ -103,7 +104,7 @@ func newSampleCommand() *cli.Command {
 			&cli.StringFlag{Name: "bn_ref", Usage: "latents `FILE` (.npz with cell_gen, e.g. encode's output for the training data) that join every output's latents in the decoder's dataset BatchNorm statistics: a one-label output (--cell_type) then keeps what sets its label apart, as when the reference decodes all generated cells together", EnvVars: env("bn_ref"), Category: catModel},
 			&cli.IntFlag{Name: "chunk_rows", Value: 1024, Usage: "cells decoded at once (memory, not results, depends on it)", EnvVars: env("chunk_rows"), Category: catMemory,
 				Action: intAtLeast("chunk_rows", 1)},
-		}, memoryFlags("the folder of --sample_dir"), runtimeFlags()),
+		}, memoryFlags("the folder of --sample_dir"), runtimeFlags(), distFlags()),
 		Action: runSample,
 	}
 }
@@ -384,16 +385,21 @@ type job struct {
 }
 
 func runSample(c *cli.Context) error {
-	if err := singleProcess("sample"); err != nil {
-		return err
-	}
 	// Flags, input files and gene names are checked before libtorch starts;
 	// models and data are loaded and checked before anything is written.
 	plan, err := planSample(c)
 	if err != nil {
 		return err
 	}
-	out := io.Writer(c.App.Writer)
+	// Under a launcher (torchrun, srun, a PyTorchJob) every process samples
+	// its share of the batches and rank 0 writes them; --device cuda
+	// becomes this process's GPU.
+	dr, err := newDistRun(c, 0)
+	if err != nil {
+		return err
+	}
+	raw := io.Writer(c.App.Writer)
+	out := dr.logOut(raw) // rank 0 logs; the other ranks print memory lines and errors
 	say := func(s string) { fmt.Fprintln(out, s) }
 	weights, err := backboneWeights(c.String("model_path"), c.Bool("use_ema"), c.String("ema_rate"), say)
 	if err != nil {
@@ -421,12 +427,12 @@ func runSample(c *cli.Context) error {
 	defer prog.done()
 	out = prog
 	mem, err := newMemory(c, dev, memoryRun{batchSize: plan.batchSize, bf16: plan.bf16, command: "sample",
-		unavailable: []string{"--microbatch", "--use_fp16"}, out: out})
+		unavailable: []string{"--microbatch", "--use_fp16"}, out: dr.memWriter(out, raw), rank: dr.world.Rank})
 	if err != nil {
 		return err
 	}
 	defer mem.close()
-	return mem.guard(func() error { return sampleRun(c, plan, weights, genes, dev, mem, prog) })
+	return dr.result(mem.guard(func() error { return sampleRun(c, plan, weights, genes, dev, mem, prog, dr) }))
 }
 
 // checkSampleInputs checks that every input file the flags name exists and
@@ -479,7 +485,7 @@ func sampleGenes(c *cli.Context, plan *samplePlan) ([]string, error) {
 // sampleRun loads the models (once for every output), checks them against
 // each other and the flags, then starts the memory files and samples every
 // output.
-func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string, dev ct.Device, mem *memory, prog *progress) error {
+func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string, dev ct.Device, mem *memory, prog *progress, dr *distRun) error {
 	say := func(s string) { fmt.Fprintln(prog, s) }
 	bb, err := cellunet.Load(weights, dev)
 	if err != nil {
@@ -578,12 +584,24 @@ func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string,
 		plan.numSamples, plan.batchSize, algo, d.NumSteps(), map[bool]string{true: "EMA", false: "raw"}[emaName.MatchString(filepath.Base(weights))],
 		c.String("precision"), plan.seed, weights))
 
-	// Everything is valid and loaded: only now are files created.
+	// Everything is valid and loaded: only now are files created (rank
+	// 0's; the other ranks' only an out-of-memory report of their own).
 	if err := mem.start(filepath.Dir(plan.prefix), false); err != nil {
 		return err
 	}
-	prog.setTotal(len(jobs) * ceilDiv(plan.numSamples, plan.batchSize) * d.NumSteps())
-	r := &sampler{c: c, out: prog, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae, bnRef: bnRef}
+	comm, err := dr.join(prog, dev, 0)
+	if err != nil {
+		return err
+	}
+	defer comm.Close()
+	if comm != nil {
+		// A round deals one batch to every process and gathers them.
+		if err := comm.Reserve(int64(comm.Size() * plan.batchSize * (int(gcfg.Dim) + 1))); err != nil {
+			return err
+		}
+	}
+	prog.setTotal(len(jobs) * ceilDiv(ceilDiv(plan.numSamples, plan.batchSize), dr.world.Size) * d.NumSteps())
+	r := &sampler{c: c, out: prog, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae, bnRef: bnRef, comm: comm}
 	for _, j := range jobs {
 		if err := r.run(j); err != nil {
 			return err
@@ -683,70 +701,94 @@ type sampler struct {
 	ae    *autoencoder.Model // nil without --vae_path
 	bnRef []float32          // --bn_ref latents, row-major [N,D]; nil without
 	steps int                // sampling steps done (the memory monitor's step counter)
+	comm  *dist.Comm         // nil: a single process
 }
 
 // run samples one output: batches stream into the .npz (renamed into place
-// when complete), then the decoded .h5ad if asked.
+// when complete), then the decoded .h5ad if asked. In a data-parallel run
+// the batches are computed a round at a time, one per process, and rank 0
+// writes them in order: the output is the single process's, bit for bit
+// (a batch depends only on the seed, the output and its index).
 func (r *sampler) run(j job) error {
 	p := r.plan
-	if err := os.MkdirAll(filepath.Dir(j.npzPath), 0o755); err != nil {
-		return err
-	}
+	root := r.comm.IsRoot()
 	dim := int(r.gcfg.Dim)
-	w, err := npz.CreateFloat32(j.npzPath, npz.KeyCellGen, p.numSamples, dim)
-	if err != nil {
-		return err
-	}
-	defer w.Abort()    // no-op after a successful Close
+	var w *npz.Float32Writer
 	var kept []float32 // host copy for decoding (numSamples·D floats)
-	if p.decode {
-		kept = make([]float32, 0, p.numSamples*dim)
+	if root {
+		if err := os.MkdirAll(filepath.Dir(j.npzPath), 0o755); err != nil {
+			return err
+		}
+		var err error
+		if w, err = npz.CreateFloat32(j.npzPath, npz.KeyCellGen, p.numSamples, dim); err != nil {
+			return err
+		}
+		defer w.Abort() // no-op after a successful Close
+		if p.decode {
+			kept = make([]float32, 0, p.numSamples*dim)
+		}
+	}
+	limit := ceilDiv(p.numSamples, p.batchSize) // batches that may be drawn
+	if j.filter != nil {
+		limit = p.maxBatches
 	}
 	have, tried := 0, 0
 	start := time.Now()
+	var queue []sampledBatch
 	for i := 0; have < p.numSamples; i++ {
-		if j.filter != nil && i >= p.maxBatches {
+		if i >= limit { // only with --filter
 			return dataErr(fmt.Errorf("%s: --filter kept %d of %d cells after %d batches of %d (raise --filter_max_batches or the guidance scale); nothing written",
 				j.npzPath, have, p.numSamples, i, p.batchSize))
 		}
-		rows := p.batchSize
-		if j.filter == nil {
-			rows = min(p.batchSize, p.numSamples-have)
-		}
-		t0 := time.Now()
-		x, err := generate.Batch(r.gcfg, j.cond, i, int64(rows), r.onStep)
-		if errors.Is(err, errSampleInterrupted) {
-			return fmt.Errorf("interrupted while sampling %s: nothing written", j.npzPath)
-		}
-		if err != nil {
-			return err
-		}
-		vals, keep, err := r.collect(x, j.filter)
-		x.Free()
-		if err != nil {
-			return err
-		}
-		n := 0
-		for row := 0; row < rows && have < p.numSamples; row++ {
-			if keep != nil && !keep[row] {
-				continue
+		if len(queue) == 0 {
+			var err error
+			if r.comm == nil {
+				var b sampledBatch
+				b, err = r.sampleBatch(j, i)
+				queue = []sampledBatch{b}
+			} else {
+				queue, err = r.sampleRound(j, i, limit)
 			}
-			v := vals[row*dim : (row+1)*dim]
-			if err := w.Write(v); err != nil {
+			if errors.Is(err, errSampleInterrupted) {
+				return fmt.Errorf("interrupted while sampling %s: nothing written", j.npzPath)
+			}
+			if err != nil {
 				return err
 			}
-			kept = append(kept, v...)
+		}
+		b := queue[0]
+		queue = queue[1:]
+		n := 0
+		for row := 0; row < b.rows && have < p.numSamples; row++ {
+			if b.keep != nil && !b.keep[row] {
+				continue
+			}
+			v := b.vals[row*dim : (row+1)*dim]
+			if w != nil {
+				if err := w.Write(v); err != nil {
+					return err
+				}
+			}
+			if p.decode && root {
+				kept = append(kept, v...)
+			}
 			have++
 			n++
 		}
-		tried += rows
-		el := time.Since(t0).Seconds()
-		what := fmt.Sprintf("%d cells", rows)
+		tried += b.rows
+		el := b.took.Seconds()
+		what := fmt.Sprintf("%d cells", b.rows)
 		if j.filter != nil {
-			what = fmt.Sprintf("%d of %d cells kept by the filter", n, rows)
+			what = fmt.Sprintf("%d of %d cells kept by the filter", n, b.rows)
+		}
+		if r.comm != nil {
+			what += fmt.Sprintf(" (rank %d)", b.rank)
 		}
 		fmt.Fprintf(r.out, "%s batch %d: %s in %.1fs (%.0f cells·steps/s); %d/%d written\n",
-			j.npzPath, i, what, el, float64(rows)*float64(r.gcfg.Diffusion.NumSteps())/el, have, p.numSamples)
+			j.npzPath, i, what, el, float64(b.rows)*float64(r.gcfg.Diffusion.NumSteps())/el, have, p.numSamples)
+	}
+	if !root {
+		return nil
 	}
 	if err := w.Close(); err != nil {
 		return err
@@ -757,6 +799,118 @@ func (r *sampler) run(j job) error {
 		return r.decode(j, kept)
 	}
 	return nil
+}
+
+// sampledBatch is one batch of an output on the host.
+type sampledBatch struct {
+	rows int
+	vals []float32 // [rows·D]
+	keep []bool    // the filter's verdict per row; nil: every row
+	took time.Duration
+	rank int // the process that sampled it
+}
+
+// rowsOf is the number of cells batch i of output j samples: the batch
+// size, or what remains of --num_samples (without a filter every cell is
+// kept, so batch i starts at cell i·batch).
+func (r *sampler) rowsOf(j job, i int) int {
+	if j.filter != nil {
+		return r.plan.batchSize
+	}
+	return min(r.plan.batchSize, r.plan.numSamples-i*r.plan.batchSize)
+}
+
+// sampleBatch samples batch i of output j here.
+func (r *sampler) sampleBatch(j job, i int) (sampledBatch, error) {
+	rows := r.rowsOf(j, i)
+	t0 := time.Now()
+	x, err := generate.Batch(r.gcfg, j.cond, i, int64(rows), r.onStep)
+	if err != nil {
+		return sampledBatch{}, err
+	}
+	vals, keep, err := r.collect(x, j.filter)
+	x.Free()
+	return sampledBatch{rows: rows, vals: vals, keep: keep, took: time.Since(t0), rank: r.comm.Rank()}, err
+}
+
+// sampleRound deals batches first, first+1, ... (below limit) to the
+// processes, one each (batch first+k on rank k), and gathers them on every
+// rank in one agreement (dist.Comm.Exchange): slot k of the [W, B, D+1]
+// payload holds batch first+k's values and, in its last column, which rows
+// the filter kept. Every rank sees every batch, so all count the written
+// cells alike and stop at the same batch. A rank's failure or Ctrl-C stops
+// every rank after the round.
+func (r *sampler) sampleRound(j job, first, limit int) ([]sampledBatch, error) {
+	size, rank := r.comm.Size(), r.comm.Rank()
+	bs, dim := r.plan.batchSize, int(r.gcfg.Dim)
+	slot := bs * (dim + 1)
+	s := ct.NewScope()
+	defer s.Close()
+	var mine sampledBatch
+	var lerr error
+	if first+rank < limit {
+		mine, lerr = r.sampleBatch(j, first+rank)
+	}
+	st := dist.StatusOf(lerr)
+	if errors.Is(lerr, errSampleInterrupted) {
+		st = dist.StopRequested
+	}
+	var payload *ct.Tensor
+	if lerr == nil && mine.rows > 0 {
+		host := make([]float32, slot)
+		copy(host, mine.vals)
+		for row := range mine.rows {
+			if mine.keep == nil || mine.keep[row] {
+				host[bs*dim+row] = 1
+			}
+		}
+		if lerr = ct.Try(func() {
+			payload = s.Zeros(ct.On(r.gcfg.Diffusion.Device()), int64(size*slot))
+			s.Adopt(payload.Narrow(0, int64(rank*slot), int64(slot))).Copy_(s.FromSlice(host, int64(slot)))
+		}); lerr != nil {
+			st, payload = dist.StatusOf(lerr), nil
+		}
+	}
+	ag, err := r.comm.Exchange(s, st, payload, int64(size*slot))
+	if err != nil {
+		return nil, fmt.Errorf("gathering the batches of the other processes: %w", r.comm.Explain(err))
+	}
+	if rk, pst, failed := ag.Failed(); failed {
+		if lerr != nil {
+			return nil, lerr
+		}
+		return nil, &dist.PeerError{Rank: rk, Status: pst}
+	}
+	if ag.StopRequested() {
+		return nil, errSampleInterrupted
+	}
+	var all []float32
+	if err := ct.Try(func() {
+		h := ag.Payload
+		if h.Device() != ct.CPU {
+			h = s.Adopt(h.To(ct.CPU, 0))
+		}
+		all = h.Float32s()
+	}); err != nil {
+		return nil, err
+	}
+	var out []sampledBatch
+	for k := range size {
+		i := first + k
+		if i >= limit {
+			break
+		}
+		b := sampledBatch{rows: r.rowsOf(j, i), rank: k, took: mine.took}
+		b.vals = all[k*slot : k*slot+b.rows*dim]
+		if j.filter != nil {
+			b.keep = make([]bool, b.rows)
+			for row := range b.rows {
+				b.keep[row] = all[k*slot+bs*dim+row] == 1
+			}
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // collect copies a batch to the host (float32) and applies the filter.

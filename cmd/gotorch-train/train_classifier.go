@@ -68,7 +68,7 @@ func newTrainClassifierCommand() *cli.Command {
 			&cli.StringFlag{Name: "noise_schedule", Value: "linear", Usage: "linear or cosine", EnvVars: env("noise_schedule"), Category: catModel,
 				Action: oneOf("noise_schedule", "linear", "cosine")},
 			&cli.BoolFlag{Name: "classifier_use_fp16", Usage: "the reference's fp16 flag; only False is supported (the classifier is small and trains in float32)", EnvVars: env("classifier_use_fp16"), Category: catMemory},
-		}, memoryFlags("--model_path"), runtimeFlags()),
+		}, memoryFlags("--model_path"), runtimeFlags(), distFlags()),
 		Action: runTrainClassifier,
 	}
 }
@@ -132,7 +132,7 @@ func classifierConfig(c *cli.Context) (cfg classifier.TrainConfig, numClass int,
 
 // checkClassifierInputs checks that the inputs are given coherently and
 // that a checkpoint to resume from exists, before anything is loaded.
-func checkClassifierInputs(c *cli.Context) error {
+func checkClassifierInputs(c *cli.Context, root bool) error {
 	lat, data := c.String("latents"), c.String("data_dir")
 	switch {
 	case lat == "" && data == "":
@@ -144,7 +144,8 @@ func checkClassifierInputs(c *cli.Context) error {
 	case data != "" && c.Bool("no_labels"):
 		return usagef("the classifier learns the labels: drop --no_labels (name the label column with --label_key)")
 	}
-	if r := c.String("resume_checkpoint"); r != "" {
+	// Only rank 0 of a data-parallel run reads the checkpoint.
+	if r := c.String("resume_checkpoint"); r != "" && root {
 		if err := classifier.CheckResume(r); err != nil {
 			return flagErr("resume_checkpoint", err)
 		}
@@ -153,16 +154,23 @@ func checkClassifierInputs(c *cli.Context) error {
 }
 
 func runTrainClassifier(c *cli.Context) error {
-	if err := singleProcess("train-classifier"); err != nil {
-		return err
-	}
 	// Everything the flags alone decide is checked before any file is read;
 	// nothing is written before the data and any checkpoint are loaded.
 	cfg, numClass, err := classifierConfig(c)
 	if err != nil {
 		return err
 	}
-	if err := checkClassifierInputs(c); err != nil {
+	// The launcher's environment (torchrun, srun, a PyTorchJob), before the
+	// device: --device cuda becomes this process's GPU.
+	dr, err := newDistRun(c, cfg.BatchSize)
+	if err != nil {
+		return err
+	}
+	if n := cfg.BatchSize / dr.world.Size; dr.world.Distributed() && cfg.Microbatch > 0 && cfg.Microbatch < n {
+		return usagef("--microbatch %d: each of the %d processes computes its %d rows of --batch_size %d in one pass (BatchNorm sees the global batch); drop --microbatch, or raise --batch_size only as memory allows",
+			cfg.Microbatch, dr.world.Size, n, cfg.BatchSize)
+	}
+	if err := checkClassifierInputs(c, dr.root()); err != nil {
 		return err
 	}
 	dev, err := setup(c)
@@ -170,14 +178,15 @@ func runTrainClassifier(c *cli.Context) error {
 		return err
 	}
 	cfg.Device = dev
-	out := io.Writer(c.App.Writer)
+	raw := io.Writer(c.App.Writer)
+	out := dr.logOut(raw) // rank 0 logs; the other ranks print memory lines and errors
 	printHeader(out)
 	prog := newProgress(out, "train-classifier", cfg.Iterations)
 	defer prog.done()
 	out = prog
 	cfg.Out = out
 	mem, err := newMemory(c, dev, memoryRun{batchSize: cfg.BatchSize, microbatch: cfg.Microbatch, command: "train-classifier",
-		unavailable: []string{"--use_fp16"}, out: out})
+		unavailable: []string{"--use_fp16"}, out: dr.memWriter(out, raw), rank: dr.world.Rank})
 	if err != nil {
 		return err
 	}
@@ -190,7 +199,7 @@ func runTrainClassifier(c *cli.Context) error {
 	}
 
 	var res classifier.Result
-	err = mem.guard(func() error {
+	err = dr.result(mem.guard(func() error {
 		lat, classes, err := loadLabelledLatents(c, out, dev, "latents", vae)
 		if err != nil {
 			return err
@@ -247,11 +256,15 @@ func runTrainClassifier(c *cli.Context) error {
 			if err := mem.start(cfg.SaveDir, cfg.Resume != ""); err != nil {
 				return err
 			}
-			if len(classes) > 0 {
+			if len(classes) > 0 && dr.root() {
 				return writeLines(filepath.Join(cfg.SaveDir, "classes.txt"), classes)
 			}
 			return nil
 		}
+		if cfg.Comm, err = dr.join(out, dev, cfg.BatchSize); err != nil {
+			return err
+		}
+		defer cfg.Comm.Close()
 		res, err = classifier.Train(c.Context, cfg, train, val)
 		var re *classifier.ResumeError
 		switch {
@@ -261,7 +274,7 @@ func runTrainClassifier(c *cli.Context) error {
 			return dataErr(err)
 		}
 		return err
-	})
+	}))
 	switch {
 	case errors.Is(err, classifier.ErrInterrupted) && res.Checkpoint == "":
 		fmt.Fprintln(out, "interrupted before the first step: no checkpoint written")
