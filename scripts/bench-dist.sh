@@ -57,7 +57,12 @@ train() {
 }
 
 RAW=$WORK/results.txt
-[ -n "${REUSE:-}" ] || : > "$RAW"
+# The 1-minute load average before the runs: work other than this benchmark
+# (the runs themselves load the machine, so the load when done says nothing).
+if [ -z "${REUSE:-}" ]; then
+  : > "$RAW"
+  cut -d' ' -f1-3 /proc/loadavg > "$WORK/load-before.txt"
+fi
 for rep in $(seq "$([ -n "${REUSE:-}" ] && echo 0 || echo "$REPS")"); do
   for cfg in 1x1 1x2 2x1; do
     echo "repetition $rep/$REPS: $cfg" >&2
@@ -69,9 +74,10 @@ for rep in $(seq "$([ -n "${REUSE:-}" ] && echo 0 || echo "$REPS")"); do
 done
 
 CMD="REPS=$REPS SHORT=$SHORT LONG=$LONG BATCH=$BATCH scripts/bench-dist.sh  (make bench)"
-SECTION=$("$PY" - "$RAW" "$SHORT" "$LONG" "$BATCH" "$CMD" <<'EOF'
+SECTION=$("$PY" - "$RAW" "$SHORT" "$LONG" "$BATCH" "$CMD" "$WORK/load-before.txt" <<'EOF'
 import statistics, sys, datetime, os
 raw, short, long_, batch, cmd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+before = open(sys.argv[6]).read().split()
 per = {}
 for line in open(raw):
     cfg, s, l = line.split()
@@ -83,9 +89,9 @@ names = {"1x1": "1 process × 1 thread", "1x2": "1 process × 2 threads", "2x1":
 print("<!-- dist-begin: written by scripts/bench-dist.sh -->")
 print("## Data-parallel training on this machine\n")
 print(f"Command: `{cmd}`  ")
-print(f"Date: {datetime.date.today()}; machine: {cpu}, {os.cpu_count()} cores; load average when done {' '.join(load)}.  ")
-if float(load[2]) > 0.5 * os.cpu_count():
-    print(f"**Provisional:** other work shared the machine (15-minute load average {load[2]} on {os.cpu_count()} cores), "
+print(f"Date: {datetime.date.today()}; machine: {cpu}, {os.cpu_count()} cores; load average (1/5/15 min) before the runs {' / '.join(before)}, when done {' / '.join(load)} (the runs' own load included).  ")
+if float(before[0]) > 0.5:
+    print(f"**Provisional:** other work was running when the benchmark started (1-minute load average {before[0]} on {os.cpu_count()} cores), "
           "so these times are inflated and erratic, the two-process runs most (a descheduled rank stalls both at "
           "every all-reduce); rerun on a quiet machine.  ")
 print(f"Cell_Unet training step, global batch {batch} (the 2-process run computes {batch//2} rows per process and "
