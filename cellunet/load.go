@@ -54,29 +54,9 @@ func (l *Loaded) Close() {
 // evaluation mode. (Building it first draws the default initialisation
 // from the default CPU generator; the load overwrites it.)
 func Load(path string, dev ct.Device) (*Loaded, error) {
-	sd, err := nn.ReadStateDict(path)
+	m, st, err := nn.LoadModel(path, dev, "cellunet", ConfigFromStateDict, New)
 	if err != nil {
-		return nil, fmt.Errorf("cellunet: %w", err)
-	}
-	defer ct.FreeAll(sd)
-	var cfg Config
-	if perr := ct.Try(func() { cfg, err = ConfigFromStateDict(sd) }); perr != nil {
-		return nil, fmt.Errorf("cellunet: %s: %w", path, perr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (checkpoint %s)", err, path)
-	}
-	st := nn.NewStore(dev)
-	m, err := New(st.Root(), cfg)
-	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	if err := st.LoadStateDict(sd, true); err != nil {
-		m.Close()
-		st.Close()
-		return nil, fmt.Errorf("cellunet: checkpoint %s: %w", path, err)
-	}
-	m.SetTraining(false)
 	return &Loaded{Model: m, Store: st}, nil
 }

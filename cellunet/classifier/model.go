@@ -296,30 +296,10 @@ func ConfigFromStateDict(sd []ct.Named) (Config, error) {
 // (Building the model first draws New's initialisation from the default CPU
 // generator; the load then overwrites it.) Close the result.
 func Load(path string, dev ct.Device) (*Loaded, error) {
-	sd, err := nn.ReadStateDict(path)
+	m, st, err := nn.LoadModel(path, dev, "classifier", ConfigFromStateDict, New)
 	if err != nil {
-		return nil, fmt.Errorf("classifier: %w", err)
-	}
-	defer ct.FreeAll(sd)
-	var cfg Config
-	if perr := ct.Try(func() { cfg, err = ConfigFromStateDict(sd) }); perr != nil {
-		return nil, fmt.Errorf("classifier: %s: %w", path, perr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (checkpoint %s)", err, path)
-	}
-	st := nn.NewStore(dev)
-	m, err := New(st.Root(), cfg)
-	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	if err := st.LoadStateDict(sd, true); err != nil {
-		m.Close()
-		st.Close()
-		return nil, fmt.Errorf("classifier: checkpoint %s: %w", path, err)
-	}
-	m.SetTraining(false)
 	return &Loaded{Model: m, Store: st}, nil
 }
 
