@@ -163,6 +163,29 @@ func TestEvaluateSameDistribution(t *testing.T) {
 	}
 }
 
+// TestEvaluateSmallGeneratedSet: a generated set much smaller than the
+// real one, from the same distribution, is still indistinguishable for
+// kNN (the sets are subsampled to the same size, so chance is 0.5, not the
+// larger set's share).
+func TestEvaluateSmallGeneratedSet(t *testing.T) {
+	real, gen := sets(800, 40, 0, 2)
+	keep := make([]int, 150)
+	for i := range keep {
+		keep[i] = i
+	}
+	small := &Cells{X: selectRows(gen.X, keep), Genes: gen.Genes, Labels: gen.Labels[:150], Name: "gen (150 cells)"}
+	rep, err := Evaluate(real, small, fastConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(float64(rep.KNN.Accuracy)-0.5) > 0.1 {
+		t.Errorf("kNN accuracy %v with 800 real and 150 generated cells of one distribution, want ≈ 0.5", rep.KNN.Accuracy)
+	}
+	if rep.KNN.Train+rep.KNN.Test != 300 {
+		t.Errorf("kNN used %d + %d cells, want 150 from each set", rep.KNN.Train, rep.KNN.Test)
+	}
+}
+
 func TestEvaluateIdenticalCells(t *testing.T) {
 	real, _ := sets(600, 30, 0, 2)
 	gen := &Cells{X: real.X, Genes: real.Genes, Name: "copy"}
