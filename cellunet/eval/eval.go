@@ -122,10 +122,9 @@ type Config struct {
 
 // DefaultConfig is the reference's evaluation: 50 PCs, MMD on up to
 // 10,000 cells per set, kNN (k = 5) on up to 1,000 cells per set (as many
-// from each) with 30 %
-// held out, a 1,000-tree depth-5 balanced random forest with 25 % held
-// out, a logistic-regression classifier with 30 % of the real cells held
-// out; seed 1234; at most 20,000 cells per set.
+// from each) with 30 % held out, a 1,000-tree depth-5 balanced random
+// forest with 25 % held out, a logistic-regression classifier with 30 % of
+// the real cells held out; seed 1234; at most 20,000 cells per set.
 func DefaultConfig() Config {
 	return Config{
 		Seed: 1234, MaxCells: 20000, PCs: 50, MMDCells: 10000,
