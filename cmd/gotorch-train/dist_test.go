@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -555,7 +557,8 @@ func TestDataParallel(t *testing.T) {
 	smp2, smpF2 := filepath.Join(dir, "smp2", "out"), filepath.Join(dir, "smpf2", "out")
 	lCls := startTorchrun(t, 2, mk("cls"), clsArgs(cls2)...)
 	lClsResumed := startTorchrun(t, 2, mk("cls-resumed"), clsArgs(cls2r, "--resume_checkpoint", filepath.Join(cls1, "model000003.pt"))...)
-	lSmp := startTorchrun(t, 2, mk("smp"), sampleArgs(smp2, "--cell_type", "all", "--vae_path", filepath.Join(dir, "ae", "model_seed=0_step=0.pt"))...)
+	// (--mem_log_interval 1: rank 0's memory series has a line per step.)
+	lSmp := startTorchrun(t, 2, mk("smp"), sampleArgs(smp2, "--cell_type", "all", "--vae_path", filepath.Join(dir, "ae", "model_seed=0_step=0.pt"), "--mem_log_interval", "1")...)
 	lSmpF := startTorchrun(t, 2, mk("smpf"), sampleArgs(smpF2, filterArgs...)...)
 	direct := filepath.Join(dir, "direct")
 	directDone := make(chan directRun, 1)
@@ -608,6 +611,29 @@ func TestDataParallel(t *testing.T) {
 			if _, err := os.Stat(h); err != nil {
 				t.Errorf("rank 0 did not decode: %v", err)
 			}
+		}
+		// The rounds (sampling, gathering) leave nothing behind: rank 0 holds
+		// the same number of tensor handles at every sampling step of every
+		// output.
+		series, err := os.ReadFile(filepath.Join(filepath.Dir(smp2), "memory.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var live []int64
+		for _, l := range strings.Split(strings.TrimSpace(string(series)), "\n") {
+			var rec struct {
+				Live int64 `json:"live_tensors"`
+			}
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatal(err)
+			}
+			live = append(live, rec.Live)
+		}
+		if len(live) < 2*len(outs)*10 {
+			t.Fatalf("rank 0's memory series has %d lines, want one per step (%d outputs × 2 rounds × 10 steps)", len(live), len(outs))
+		}
+		if lo, hi := slices.Min(live), slices.Max(live); lo != hi {
+			t.Errorf("rank 0's live tensor handles range over %d..%d across the sampling steps, want constant", lo, hi)
 		}
 	})
 	t.Run("sample with the filter across two processes", func(t *testing.T) {
