@@ -22,7 +22,7 @@ type BatchNormSync struct {
 // (unbiased, N−1) move by Momentum and num_batches_tracked counts the step,
 // identically on every rank. It makes one all-reduce of 2·C values forward
 // and one backward. x is [n, C], this rank's rows; the result joins x's
-// scope.
+// scope (the caller owns it when x has none).
 func (l *BatchNorm1d) ForwardSynced(x *ct.Tensor, s *BatchNormSync) *ct.Tensor {
 	sc := ct.NewScope()
 	defer sc.Close()
@@ -37,7 +37,7 @@ func (l *BatchNorm1d) ForwardSynced(x *ct.Tensor, s *BatchNormSync) *ct.Tensor {
 	alpha := invstd.ToDType(ct.Float32).Mul(l.W.T)
 	beta := sc.Adopt(l.B.T.Sub(mean.ToDType(ct.Float32).Mul(alpha)))
 	ya := x.Mul(alpha)
-	y := ya.Add(beta) // joins x's scope
+	y := sc.Keep(ya.Add(beta)) // x's scope, or sc's (then kept) when x has none
 	ya.Free()
 	ct.NoGrad(func() {
 		m := l.Momentum

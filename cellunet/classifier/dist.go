@@ -79,11 +79,16 @@ func (tr *trainer) stepGenerators() []*ct.Generator {
 	return []*ct.Generator{tr.dataGen, tr.noiseGen, tr.dropGen}
 }
 
-// markStep remembers what a step changes before its agreement.
+// markStep remembers what a step changes before its agreement. The
+// BatchNorm statistics are taken first: rewindStep restores them whatever
+// else failed.
 func (tr *trainer) markStep() {
 	d := &tr.dp
-	d.updating, d.gens, d.markErr = false, d.gens[:0], nil
+	d.updating, d.gens = false, d.gens[:0]
 	tr.train.mark()
+	if d.markErr = d.bn.Take(); d.markErr != nil {
+		return
+	}
 	for _, g := range tr.stepGenerators() {
 		st, err := g.State()
 		if err != nil {
@@ -92,7 +97,6 @@ func (tr *trainer) markStep() {
 		}
 		d.gens = append(d.gens, st)
 	}
-	d.markErr = d.bn.Take()
 }
 
 // rewindStep undoes the current step's draws, statistics and gradients.

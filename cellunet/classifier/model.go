@@ -263,7 +263,7 @@ func (m *Model) dropRows(a *ct.Tensor) *ct.Tensor {
 	p := m.drop.P
 	mask := sc.Empty(ct.Options{DType: a.DType(), Device: a.Device()}, m.dropTotal, a.Dim(1))
 	ct.NoGrad(func() { mask.Bernoulli_(1-p, m.drop.Gen).DivScalar_(1 - p) })
-	return a.Mul(sc.Adopt(mask.Narrow(0, m.dropOff, a.Dim(0))))
+	return sc.Keep(a.Mul(sc.Adopt(mask.Narrow(0, m.dropOff, a.Dim(0))))) // a's scope, or the caller's
 }
 
 // ConfigFromStateDict infers the architecture from a checkpoint's shapes

@@ -436,13 +436,23 @@ func (tr *trainer) run(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// setLR sets the learning rate of update label: LR, or LR·(1 − label/Iterations) with AnnealLR.
+func (tr *trainer) setLR(label int) {
+	if tr.cfg.AnnealLR {
+		tr.lr = tr.cfg.LR * (1 - float64(label)/float64(tr.cfg.Iterations))
+	}
+}
+
+// adamW is classifier_train.py's AdamW at the current learning rate.
+func (tr *trainer) adamW() ct.AdamWConfig {
+	return ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: tr.cfg.WeightDecay}
+}
+
 // runStep performs update label: batch, noise, forward/backward over the
 // slices, AdamW, log window.
 func (tr *trainer) runStep(label int) error {
 	c := tr.cfg
-	if c.AnnealLR {
-		tr.lr = c.LR * (1 - float64(label)/float64(c.Iterations))
-	}
+	tr.setLR(label)
 	s := ct.NewScope()
 	defer s.Close()
 	return ct.Try(func() {
@@ -469,7 +479,7 @@ func (tr *trainer) runStep(label int) error {
 		}
 		grads, numel := tr.store.Grads(s)
 		tr.adamStep++
-		opt := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
+		opt := tr.adamW()
 		if err := ct.FusedAdamW(tr.store.FlatParams(), nil, tr.m, tr.v, tr.adamStep, opt, ct.FusedStep{Grads: grads, GradNumel: numel}); err != nil {
 			panic(err)
 		}
@@ -492,9 +502,7 @@ func (tr *trainer) runStep(label int) error {
 func (tr *trainer) runStepDist(label int) error {
 	tr.markStep()
 	c := tr.cfg
-	if c.AnnealLR {
-		tr.lr = c.LR * (1 - float64(label)/float64(c.Iterations))
-	}
+	tr.setLR(label)
 	s := ct.NewScope()
 	defer s.Close()
 	var t, loss, hit *ct.Tensor
@@ -517,7 +525,7 @@ func (tr *trainer) runStepDist(label int) error {
 	}
 	return ct.Try(func() {
 		tr.adamStep++
-		opt := ct.AdamWConfig{LR: tr.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay}
+		opt := tr.adamW()
 		if err := ct.FusedAdamW(tr.store.FlatParams(), tr.store.FlatGrads(), tr.m, tr.v, tr.adamStep, opt, ct.FusedStep{ZeroGrad: true}); err != nil {
 			panic(err)
 		}

@@ -100,14 +100,6 @@ func (c *Comm) Reserve(n int64) error {
 	})
 }
 
-// World is the job's description.
-func (c *Comm) World() World {
-	if c == nil {
-		return World{Size: 1}
-	}
-	return c.world
-}
-
 // Rank is this process's rank (0 for a single process).
 func (c *Comm) Rank() int {
 	if c == nil {

@@ -265,7 +265,10 @@ func Evaluate(real, gen *Cells, cfg Config) (*Report, error) {
 	// The same number of cells from each set, so that chance is 0.5 (with
 	// unequal sets a classifier that always answers the larger set scores
 	// its share, and the ≤ 0.65 target would mean nothing).
-	kn := min(nr, gx.Rows, cfg.KNNCells)
+	kn := min(nr, gx.Rows)
+	if cfg.KNNCells > 0 { // 0: every cell
+		kn = min(kn, cfg.KNNCells)
+	}
 	kri := subsample(kr, nr, kn)
 	kgi := subsample(kr, gx.Rows, kn)
 	kx := vstack(selectRows(rx, kri), selectRows(gx, kgi))

@@ -449,12 +449,8 @@ func (tr *trainer) runStep() (err error) {
 		for _, g := range grads {
 			g.Free()
 		}
-		if tr.fused == nil {
-			if tr.store.FlatGrads() == nil {
-				tr.store.ClearGrads()
-			} else if skipped {
-				tr.store.ZeroGrad()
-			}
+		if tr.fused == nil && (skipped || tr.store.FlatGrads() == nil) {
+			tr.resetGrads()
 		}
 		if tr.fusedLog() {
 			tr.fused.logAcc.Add_(tr.fused.stepLog)

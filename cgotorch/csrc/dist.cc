@@ -55,8 +55,7 @@ std::atomic<int64_t> g_live_dist{0};
 struct Group {
   c10::intrusive_ptr<BackendBase> pg;
   c10::intrusive_ptr<c10d::Store> store;
-  int rank = 0, size = 1;
-  int backend = 0;
+  int size = 1;
   c10::Device device{c10::kCPU};
   std::chrono::milliseconds timeout{0};
 };
@@ -308,9 +307,7 @@ cgt_status cgt_process_group_new(cgt_store s, cgt_process_group_options o,
   if (o.timeout_ms <= 0) throw cgt::invalid("process group: timeout must be positive");
   auto g = std::make_shared<Group>();
   g->store = st.store;
-  g->rank = o.rank;
   g->size = o.size;
-  g->backend = o.backend;
   g->timeout = ms(o.timeout_ms);
   g->device = cgt::device(o.device);
   switch (o.backend) {

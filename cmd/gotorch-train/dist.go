@@ -26,7 +26,7 @@ func distFlags() []cli.Flag {
 			Usage:    "data-parallel runs (torchrun, srun, PyTorchJob): `SECONDS` a process waits for the others, at start-up and in every step, before it fails",
 			EnvVars:  env("dist_timeout"),
 			Category: catSystem,
-			Action:   intAtLeast("dist_timeout", 1)},
+			Action:   intBetween("dist_timeout", 1, 7*24*3600)}, // at most a week
 	}
 }
 

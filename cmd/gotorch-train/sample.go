@@ -405,7 +405,7 @@ func runSample(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkSampleInputs(c, plan); err != nil {
+	if err := checkSampleInputs(c, plan, dr.root()); err != nil {
 		return err
 	}
 	var genes []string
@@ -436,9 +436,13 @@ func runSample(c *cli.Context) error {
 }
 
 // checkSampleInputs checks that every input file the flags name exists and
-// that the output prefix can be written, before anything is loaded.
-func checkSampleInputs(c *cli.Context, plan *samplePlan) error {
-	inputs := [][2]string{{"vae_path", c.String("vae_path")}, {"init_cell_path", c.String("init_cell_path")}, {"genes", c.String("genes")}, {"bn_ref", c.String("bn_ref")}}
+// that the output prefix can be written, before anything is loaded. Only
+// rank 0 (root) decodes, so only it needs --bn_ref.
+func checkSampleInputs(c *cli.Context, plan *samplePlan, root bool) error {
+	inputs := [][2]string{{"vae_path", c.String("vae_path")}, {"init_cell_path", c.String("init_cell_path")}, {"genes", c.String("genes")}}
+	if root {
+		inputs = append(inputs, [2]string{"bn_ref", c.String("bn_ref")})
+	}
 	for i, p := range plan.clsPaths {
 		inputs = append(inputs, [2]string{plan.clsFlags[i], p})
 	}
@@ -544,7 +548,7 @@ func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string,
 		}
 	}
 	var bnRef []float32
-	if plan.bnRef != "" {
+	if plan.bnRef != "" && dr.root() { // only rank 0 decodes
 		l, err := npz.ReadLatents(plan.bnRef)
 		if err != nil {
 			return flagErr("bn_ref", err)
@@ -584,11 +588,6 @@ func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string,
 		plan.numSamples, plan.batchSize, algo, d.NumSteps(), map[bool]string{true: "EMA", false: "raw"}[emaName.MatchString(filepath.Base(weights))],
 		c.String("precision"), plan.seed, weights))
 
-	// Everything is valid and loaded: only now are files created (rank
-	// 0's; the other ranks' only an out-of-memory report of their own).
-	if err := mem.start(filepath.Dir(plan.prefix), false); err != nil {
-		return err
-	}
 	comm, err := dr.join(prog, dev, 0)
 	if err != nil {
 		return err
@@ -596,9 +595,15 @@ func sampleRun(c *cli.Context, plan *samplePlan, weights string, genes []string,
 	defer comm.Close()
 	if comm != nil {
 		// A round deals one batch to every process and gathers them.
-		if err := comm.Reserve(int64(comm.Size() * plan.batchSize * (int(gcfg.Dim) + 1))); err != nil {
+		if err := comm.Reserve(int64(comm.Size() * roundSlot(plan.batchSize, int(gcfg.Dim)))); err != nil {
 			return err
 		}
+	}
+	// Everything is valid and loaded, the processes joined: only now are
+	// files created (rank 0's; the other ranks' only an out-of-memory report
+	// of their own).
+	if err := mem.start(filepath.Dir(plan.prefix), false); err != nil {
+		return err
 	}
 	prog.setTotal(len(jobs) * ceilDiv(ceilDiv(plan.numSamples, plan.batchSize), dr.world.Size) * d.NumSteps())
 	r := &sampler{c: c, out: prog, plan: plan, gcfg: gcfg, mem: mem, prog: prog, genes: genes, ae: ae, bnRef: bnRef, comm: comm}
@@ -833,17 +838,21 @@ func (r *sampler) sampleBatch(j job, i int) (sampledBatch, error) {
 	return sampledBatch{rows: rows, vals: vals, keep: keep, took: time.Since(t0), rank: r.comm.Rank()}, err
 }
 
+// roundSlot is the size of one process's slot in a sampling round's
+// payload: a batch's B·D values, B filter verdicts and its sampling time.
+func roundSlot(batch, dim int) int { return batch*(dim+1) + 1 }
+
 // sampleRound deals batches first, first+1, ... (below limit) to the
 // processes, one each (batch first+k on rank k), and gathers them on every
-// rank in one agreement (dist.Comm.Exchange): slot k of the [W, B, D+1]
-// payload holds batch first+k's values and, in its last column, which rows
-// the filter kept. Every rank sees every batch, so all count the written
-// cells alike and stop at the same batch. A rank's failure or Ctrl-C stops
-// every rank after the round.
+// rank in one agreement (dist.Comm.Exchange): slot k of the payload holds
+// batch first+k's values [B·D], which rows the filter kept [B] and the
+// seconds it took (roundSlot). Every rank sees every batch, so all count
+// the written cells alike and stop at the same batch. A rank's failure or
+// Ctrl-C stops every rank after the round.
 func (r *sampler) sampleRound(j job, first, limit int) ([]sampledBatch, error) {
 	size, rank := r.comm.Size(), r.comm.Rank()
 	bs, dim := r.plan.batchSize, int(r.gcfg.Dim)
-	slot := bs * (dim + 1)
+	slot := roundSlot(bs, dim)
 	s := ct.NewScope()
 	defer s.Close()
 	var mine sampledBatch
@@ -864,6 +873,7 @@ func (r *sampler) sampleRound(j job, first, limit int) ([]sampledBatch, error) {
 				host[bs*dim+row] = 1
 			}
 		}
+		host[slot-1] = float32(mine.took.Seconds())
 		if lerr = ct.Try(func() {
 			payload = s.Zeros(ct.On(r.gcfg.Diffusion.Device()), int64(size*slot))
 			s.Adopt(payload.Narrow(0, int64(rank*slot), int64(slot))).Copy_(s.FromSlice(host, int64(slot)))
@@ -873,6 +883,9 @@ func (r *sampler) sampleRound(j job, first, limit int) ([]sampledBatch, error) {
 	}
 	ag, err := r.comm.Exchange(s, st, payload, int64(size*slot))
 	if err != nil {
+		if lerr != nil && !errors.Is(lerr, errSampleInterrupted) {
+			return nil, lerr // this rank's own failure comes first
+		}
 		return nil, fmt.Errorf("gathering the batches of the other processes: %w", r.comm.Explain(err))
 	}
 	if rk, pst, failed := ag.Failed(); failed {
@@ -900,7 +913,8 @@ func (r *sampler) sampleRound(j job, first, limit int) ([]sampledBatch, error) {
 		if i >= limit {
 			break
 		}
-		b := sampledBatch{rows: r.rowsOf(j, i), rank: k, took: mine.took}
+		took := time.Duration(float64(all[(k+1)*slot-1]) * float64(time.Second))
+		b := sampledBatch{rows: r.rowsOf(j, i), rank: k, took: took}
 		b.vals = all[k*slot : k*slot+b.rows*dim]
 		if j.filter != nil {
 			b.keep = make([]bool, b.rows)

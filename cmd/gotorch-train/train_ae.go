@@ -93,11 +93,14 @@ func runTrainAE(c *cli.Context) error {
 	if dr.world.Distributed() && c.String("train_step") == "fused" {
 		return usagef("--train_step fused: data-parallel train-ae trains through autograd (its BatchNorm statistics are synchronised over the processes); use --train_step auto or generic")
 	}
-	// Only rank 0 reads the checkpoint (the others may not see its file system).
-	if r := c.String("resume_checkpoint"); r != "" && dr.root() {
+	// Every rank checks the name; only rank 0 reads the checkpoint (the
+	// others may not see its file system).
+	if r := c.String("resume_checkpoint"); r != "" {
 		if _, _, ok := autoencoder.ParseCheckpointName(r); !ok {
 			return usagef("--resume_checkpoint %s: want a train-ae checkpoint named model_seed=S_step=N.pt", r)
 		}
+	}
+	if r := c.String("resume_checkpoint"); r != "" && dr.root() {
 		if st, err := os.Stat(r); err != nil {
 			return flagErr("resume_checkpoint", err)
 		} else if st.IsDir() {
