@@ -56,7 +56,7 @@ func newEvalCommand() *cli.Command {
 			&cli.IntFlag{Name: "max_cells", Value: d.MaxCells, Usage: "subsample each set to at most `N` cells first (0: all)", EnvVars: env("max_cells"), Category: catEval},
 			&cli.IntFlag{Name: "n_pcs", Value: d.PCs, Usage: "principal components of the joint PCA (scanpy's 50)", EnvVars: env("n_pcs"), Category: catEval},
 			&cli.IntFlag{Name: "mmd_cells", Value: d.MMDCells, Usage: "cells per set for the MMD (time grows with the square; 0: all)", EnvVars: env("mmd_cells"), Category: catEval},
-			&cli.IntFlag{Name: "knn_cells", Value: d.KNNCells, Usage: "cells per set for the kNN test (the reference's 1,000; 0: all)", EnvVars: env("knn_cells"), Category: catEval},
+			&cli.IntFlag{Name: "knn_cells", Value: d.KNNCells, Usage: "cells per set for the kNN test (the reference's 1,000; 0: all; as many from each set, so the larger one is subsampled to the smaller)", EnvVars: env("knn_cells"), Category: catEval},
 			&cli.IntFlag{Name: "knn_k", Value: d.KNNK, Usage: "neighbours of the kNN test", EnvVars: env("knn_k"), Category: catEval},
 			&cli.IntFlag{Name: "rf_trees", Value: d.Forest.Trees, Usage: "trees of the random forest (the reference's 1,000)", EnvVars: env("rf_trees"), Category: catEval},
 			&cli.IntFlag{Name: "rf_depth", Value: d.Forest.MaxDepth, Usage: "depth limit of the forest's trees", EnvVars: env("rf_depth"), Category: catEval},
